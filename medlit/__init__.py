@@ -1,0 +1,3 @@
+"""medlit: train, compare and explain chest X-ray and IMDb sentiment classifiers."""
+
+__version__ = "0.1.0"

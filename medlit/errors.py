@@ -1,0 +1,13 @@
+"""Errors a user can fix: they are reported as one line, without a traceback."""
+
+
+class MedlitError(Exception):
+    """A problem with the user's data, files or configuration, explained in its message."""
+
+
+class DataError(MedlitError):
+    """A data set is missing, unreadable or not what the configuration says."""
+
+
+class DownloadError(DataError):
+    """No URL delivered a file with the expected checksum."""
