@@ -1,0 +1,1 @@
+"""LightningDataModules, one per data set, and what they share."""

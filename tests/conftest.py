@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import functools
+import http.server
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from tests.synthetic import write_medmnist_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir(tmp_path_factory) -> Path:
+    """Generated PneumoniaMNIST and OrganCMNIST files where `data=pneumoniamnist|organcmnist` look."""
+    folder = tmp_path_factory.mktemp("medmnist")
+    write_medmnist_npz(folder / "pneumoniamnist.npz", num_classes=2)
+    write_medmnist_npz(folder / "organcmnist.npz", num_classes=11, counts=(132, 66, 66), seed=1)
+    return folder
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The real `conf/train.yaml` composed with `overrides`, writing to `output_dir`, ready for `train()`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def train_config(tmp_path, medmnist_dir):
+    """Compose a fast CPU run on the generated MedMNIST files."""
+
+    def make(*overrides: str) -> DictConfig:
+        base = [
+            f"data.data_dir={medmnist_dir}",
+            "trainer=cpu",
+            "data.num_workers=0",
+            "data.batch_size=32",
+            "callbacks.rich_progress_bar=null",
+        ]
+        return compose_config([*base, *overrides], tmp_path / "run")
+
+    return make
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve `tmp_path/served` over HTTP on localhost; yields (folder, base URL)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def run_train(*args: str, cwd: Path, timeout: int = 300):
+    """Run `python train.py <args>` in a subprocess, as a user would."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
