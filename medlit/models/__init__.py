@@ -1,0 +1,7 @@
+"""Networks as plain `nn.Module`s; each is built from `conf/model/<name>.yaml`."""
+
+from medlit.models.cnn import BaselineCNN, CustomCNN
+from medlit.models.mlp import DenseMLP
+from medlit.models.outputs import num_logits
+
+__all__ = ["BaselineCNN", "CustomCNN", "DenseMLP", "num_logits"]
