@@ -1,0 +1,188 @@
+"""`Classifier`: the one LightningModule, wrapping any network for any medlit data set."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from medlit import metrics
+from medlit.errors import MedlitError
+from medlit.models import num_logits
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class Classifier(pl.LightningModule):
+    """Loss, metrics, optimiser and figures for a network `net` with `num_classes` classes.
+
+    Inputs follow one intensity convention, checked here: images are uint8 in 0-255 (as the data modules
+    deliver them) or float in [0, 1]; they are normalised with `input_mean`/`input_std` inside the module,
+    so a checkpoint carries its own preprocessing. Integer token ids (text) pass through unchanged.
+
+    Binary tasks use one logit with BCE-with-logits, multi-class tasks cross-entropy. `optimizer` and
+    `scheduler` are factories (Hydra partials) called in `configure_optimizers`. `run_config` is the run's
+    resolved configuration, kept in the checkpoint so evaluation can rebuild the run.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        class_names: Sequence[str] | None = None,
+        class_weighted_loss: bool = False,
+        label_smoothing: float = 0.0,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
+        monitor: str = "val/auroc",
+        run_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.num_classes = num_classes
+        self.class_names = list(class_names or range(num_classes))
+        self.binary = num_classes == 2
+        self.register_buffer("input_mean", torch.tensor(input_mean or [0.5]).view(1, -1, 1, 1))
+        self.register_buffer("input_std", torch.tensor(input_std or [0.5]).view(1, -1, 1, 1))
+        self.register_buffer("loss_weights", torch.ones(num_logits(num_classes)))
+
+        collection = metrics.classification_metrics(num_classes)
+        self.train_metrics = collection.clone(prefix="train/")
+        self.val_metrics = collection.clone(prefix="val/")
+        self.test_metrics = collection.clone(prefix="test/")
+        self.val_confmat = metrics.confusion_matrix(num_classes)
+        self.test_confmat = metrics.confusion_matrix(num_classes)
+        self.test_roc = metrics.roc_curve(num_classes)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.class_weighted_loss:
+            counts = self.trainer.datamodule.class_counts.to(self.loss_weights)
+            if self.binary:
+                weights = counts[:1] / counts[1:].clamp(min=1)  # pos_weight = negatives / positives
+            else:
+                weights = counts.sum() / (self.num_classes * counts.clamp(min=1))
+            self.loss_weights.copy_(weights)
+            log.info("Class-weighted loss: %s", [round(w, 3) for w in weights.tolist()])
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """uint8 0-255 or float 0-1 images -> normalised float; token ids unchanged."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        elif x.is_floating_point():
+            low, high = torch.aminmax(x)
+            if low < 0 or high > 1:
+                raise MedlitError(
+                    f"image input must be uint8 in 0-255 or float in [0, 1]; got values in "
+                    f"[{low.item():.3g}, {high.item():.3g}]"
+                )
+        else:
+            return x
+        return (x - self.input_mean) / self.input_std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.preprocess(x))
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """P(positive class) of shape (B,) for binary tasks; class probabilities (B, C) otherwise."""
+        logits = logits.float()
+        return torch.sigmoid(logits.squeeze(1)) if self.binary else logits.softmax(dim=1)
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits, smoothing = logits.float(), self.hparams.label_smoothing
+        weights = self.loss_weights if self.hparams.class_weighted_loss else None
+        if self.binary:
+            target = target.float() * (1 - smoothing) + 0.5 * smoothing
+            return F.binary_cross_entropy_with_logits(logits.squeeze(1), target, pos_weight=weights)
+        return F.cross_entropy(logits, target, weight=weights, label_smoothing=smoothing)
+
+    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = batch
+        logits = self(x)
+        if logits.ndim != 2 or logits.shape[1] != num_logits(self.num_classes):
+            raise MedlitError(
+                f"the network returns shape {tuple(logits.shape)}, but a {self.num_classes}-class task needs "
+                f"(batch, {num_logits(self.num_classes)})"
+            )
+        return self.loss(logits, y), self.probabilities(logits), y
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, probs, y = self._step(batch)
+        self.train_metrics.update(probs, y)
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y)
+        )
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, probs, y = self._step(batch)
+        self.val_metrics.update(probs, y)
+        self.val_confmat.update(probs, y)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=False)
+
+    def on_validation_epoch_end(self) -> None:
+        matrix = self.val_confmat.compute()
+        self.val_confmat.reset()
+        if not self.trainer.sanity_checking:
+            self._figure("val/confusion_matrix", self._plot_confusion(matrix))
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        loss, probs, y = self._step(batch)
+        self.test_metrics.update(probs, y)
+        self.test_confmat.update(probs, y)
+        self.test_roc.update(probs, y)
+        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.log_dict(self.test_metrics, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        matrix, curve = self.test_confmat.compute(), self.test_roc.compute()
+        self.test_confmat.reset()
+        self.test_roc.reset()
+        self._figure("test/confusion_matrix", self._plot_confusion(matrix), png="confusion_matrix_test.png")
+        fig, _ = self.test_roc.plot(curve, score=True)
+        self._figure("test/roc", fig, png="roc_test.png")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, y = batch
+        return {"probs": self.probabilities(self(x)), "target": y}
+
+    def configure_optimizers(self) -> dict:
+        if self.optimizer_factory is None:
+            raise MedlitError("this Classifier was built without an optimizer; it can evaluate but not train")
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if not self.scheduler_factory:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.hparams.monitor},
+        }
+
+    def _plot_confusion(self, matrix: Tensor) -> plt.Figure:
+        fig, _ = self.val_confmat.plot(matrix.cpu(), labels=[str(c) for c in self.class_names])
+        return fig
+
+    def _figure(self, tag: str, fig: plt.Figure, png: str | None = None) -> None:
+        """Send a figure to every TensorBoard logger and, if `png` is named, to the run directory."""
+        if self.trainer.is_global_zero:
+            if png:
+                metrics.save_figure(fig, Path(self.trainer.default_root_dir) / "figures" / png)
+            for logger in self.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_figure(tag, fig, global_step=self.global_step, close=False)
+        plt.close(fig)
