@@ -1,0 +1,102 @@
+"""The training run behind `train.py`: build everything from the config, fit, select on validation, test."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from medlit.classifier import Classifier
+
+log = logging.getLogger(__name__)
+
+HPARAM_GROUPS = ("data", "model", "classifier", "optimizer", "scheduler")
+HPARAM_TRAINER_KEYS = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val")
+
+
+def instantiate_all(node: DictConfig | None) -> list:
+    """Instantiate every entry of a config node that has a `_target_` (callbacks, loggers)."""
+    return [instantiate(item) for item in (node or {}).values() if item and "_target_" in item]
+
+
+def build_classifier(cfg: DictConfig, datamodule: pl.LightningDataModule) -> Classifier:
+    """The Classifier for `cfg`, with the network, optimiser and scheduler its groups describe."""
+    factory = instantiate(cfg.classifier, _partial_=True, _convert_="all")
+    return factory(
+        net=instantiate(cfg.model),
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        optimizer=instantiate(cfg.optimizer) if cfg.get("optimizer") else None,
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit on train, select the checkpoint on validation, test it once; return the best validation score."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule = instantiate(cfg.data)
+    model = build_classifier(cfg, datamodule)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best_score = _best_validation_score(trainer, cfg.monitor.metric)
+
+    if cfg.get("test", True):
+        ckpt_path = _checkpoint_to_test(trainer, cfg)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        if best_score is not None:
+            results[cfg.monitor.metric] = best_score
+        if trainer.is_global_zero:
+            write_metrics(output_dir / "metrics.json", results)
+            _log_hparams(trainer, cfg, results)
+    return best_score
+
+
+def _best_validation_score(trainer: pl.Trainer, monitor: str) -> float | None:
+    callback = trainer.checkpoint_callback
+    score = getattr(callback, "best_model_score", None)
+    if score is None:
+        score = trainer.callback_metrics.get(monitor)
+    return None if score is None else float(score)
+
+
+def _checkpoint_to_test(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
+    """The best checkpoint of this fit (selected on validation), or the one given when not training."""
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if cfg.get("train", True):
+        if not best:
+            log.warning("No best checkpoint was saved (checkpointing off?): testing the last weights")
+        return best or None
+    return cfg.get("ckpt_path")
+
+
+def write_metrics(path: Path, results: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {k: (None if math.isnan(v) else v) for k, v in sorted(results.items())}
+    path.write_text(json.dumps(clean, indent=2) + "\n")
+    log.info("Test metrics written to %s", path)
+
+
+def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, results: dict[str, float]) -> None:
+    """Record the run's settings with its final metrics, for TensorBoard's HPARAMS view."""
+    params = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in HPARAM_GROUPS}
+    params["trainer"] = {k: cfg.trainer.get(k) for k in HPARAM_TRAINER_KEYS}
+    params["seed"] = cfg.get("seed")
+    hp_metrics = {"hp/" + k.replace("/", "_"): v for k, v in results.items()}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, hp_metrics)

@@ -1,0 +1,88 @@
+"""Whole runs through `medlit.training.train`, composed from the real configs, on generated MedMNIST files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from medlit.training import train
+from tests.conftest import CONF
+
+METRICS = {"acc", "precision", "recall", "specificity", "f1", "auroc", "loss"}
+
+
+@pytest.mark.parametrize(
+    ("data", "model"),
+    [
+        ("pneumoniamnist", "custom_cnn"),
+        ("pneumoniamnist", "baseline_cnn"),
+        ("pneumoniamnist", "dense_mlp"),
+        ("organcmnist", "custom_cnn"),
+    ],
+)
+def test_fast_dev_run(train_config, data, model, tmp_path):
+    cfg = train_config(f"data={data}", f"model={model}", "debug=fdr")
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {f"test/{m}" for m in METRICS} <= set(metrics)
+
+
+def test_run_selects_on_validation_tests_once_and_logs_to_tensorboard(train_config, tmp_path):
+    cfg = train_config("trainer.max_epochs=4", "optimizer.lr=3e-3", "scheduler=reduce_on_plateau")
+    best_val = train(cfg)
+    run = tmp_path / "run"
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/auroc"] == pytest.approx(best_val)
+    assert metrics["test/auroc"] > 0.8, "the generated classes are easy to tell apart"
+    best = [p for p in (run / "checkpoints").glob("epoch_*.ckpt")]
+    assert len(best) == 1 and (run / "checkpoints" / "last.ckpt").exists()
+    checkpoint = torch.load(best[0], weights_only=True)
+    assert checkpoint["hyper_parameters"]["run_config"]["model"]["_target_"] == "medlit.models.CustomCNN"
+    for png in ("confusion_matrix_test.png", "roc_test.png"):
+        assert (run / "figures" / png).read_bytes()[:4] == b"\x89PNG"
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for stage in ("train", "val", "test"):
+        assert {f"{stage}/auroc", f"{stage}/acc"} <= scalars, stage
+    assert {"train/loss_epoch", "val/loss", "test/loss", "lr-Adam", "hp/test_auroc"} <= scalars
+    assert len(events.Scalars("val/auroc")) == 4
+    assert {"test/confusion_matrix", "test/roc", "val/confusion_matrix"} <= set(events.Tags()["images"])
+    hparams = events.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" in hparams and "_hparams_/session_start_info" in hparams
+    assert b"optimizer/lr" in hparams["_hparams_/session_start_info"]
+
+
+def test_testing_a_saved_checkpoint_without_training(train_config, tmp_path):
+    train(train_config("trainer.max_epochs=1"))
+    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    (tmp_path / "run" / "metrics.json").unlink()
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+    train(train_config("train=false", f"ckpt_path={ckpt}"))
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert again["test/auroc"] == pytest.approx(first["test/auroc"])
+    assert again["test/acc"] == pytest.approx(first["test/acc"])
+
+
+def test_resume_from_checkpoint_continues_the_epoch_count(train_config, tmp_path):
+    train(train_config("trainer.max_epochs=1"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3  # 96 images, batches of 32
+    train(train_config("trainer.max_epochs=2", f"ckpt_path={last}"))
+    assert torch.load(last, weights_only=True)["global_step"] == 6
+
+
+def test_bf16_mixed_precision_on_cpu(train_config, tmp_path):
+    train(train_config("debug=fdr", "trainer.precision=bf16-mixed"))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/loss"] > 0
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_runs(train_config, experiment, tmp_path):
+    train(train_config(f"experiment={experiment}", "debug=fdr"))
+    assert (tmp_path / "run" / "metrics.json").exists()
