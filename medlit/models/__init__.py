@@ -3,5 +3,15 @@
 from medlit.models.cnn import BaselineCNN, CustomCNN
 from medlit.models.mlp import DenseMLP
 from medlit.models.outputs import num_logits
+from medlit.models.text import BiLSTM, FastText, TextFFN, TextTransformer
 
-__all__ = ["BaselineCNN", "CustomCNN", "DenseMLP", "num_logits"]
+__all__ = [
+    "BaselineCNN",
+    "BiLSTM",
+    "CustomCNN",
+    "DenseMLP",
+    "FastText",
+    "TextFFN",
+    "TextTransformer",
+    "num_logits",
+]
