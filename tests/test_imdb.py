@@ -182,7 +182,7 @@ def test_a_local_archive_is_extracted_without_downloading(tmp_path, caplog):
     archive = tar_gz(tmp_path / "source", tmp_path / "data" / "aclImdb_dev.tar.gz")
     dm = make(tmp_path / "data", archive="aclImdb_dev.tar.gz")
     dm.prepare_data()
-    assert "has not the official MD5" in caplog.text
+    assert "not the expected 7c2ac02c03563afcf9b574c7e56c153a" in caplog.text
     dm.setup()
     assert len(dm.test_set) == 32 and archive.exists()
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["aclImdb", "aclImdb_dev.tar.gz", "cache"]

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from medlit.data.vocabulary import PAD_ID
-from medlit.models import CustomCNN, num_logits
+from medlit.models import CustomCNN, FastText, num_logits
 from medlit.models.text import align_end
 from tests.conftest import CONF, compose_config
 
@@ -85,3 +85,13 @@ def test_binary_tasks_have_one_logit():
     assert num_logits(11) == 11
     with pytest.raises(ValueError, match="at least 2 classes"):
         num_logits(1)
+
+
+def test_sparse_fasttext_touches_only_the_rows_of_its_batch():
+    net = FastText(vocab_size=50, num_classes=2, embed_dim=4, ngrams=2, buckets=1000, sparse=True)
+    ids = torch.tensor([[5, 6, 7, 0]])
+    net(ids).sum().backward()
+    grad = net.embedding.weight.grad
+    assert grad.is_sparse
+    rows = set(grad.coalesce().indices()[0].tolist())
+    assert rows == set(net.ngram_ids(ids)[0].tolist()) - {PAD_ID} and len(rows) == 5  # 3 words, 2 bigrams

@@ -133,9 +133,13 @@ class IMDBDataModule(ClassificationDataModule):
 
     def _extract(self) -> None:
         if self.archive.exists():
-            if md5sum(self.archive) != self.md5:
+            actual = md5sum(self.archive)
+            if actual != self.md5:
                 log.warning(
-                    "%s has not the official MD5 %s: using it as it is (a subset?)", self.archive, MD5
+                    "%s has MD5 %s, not the expected %s: using it as it is (a subset or re-packaged archive)",
+                    self.archive,
+                    actual,
+                    self.md5,
                 )
         else:
             try:

@@ -125,6 +125,9 @@ class FastText(nn.Module):
 
     Word n-grams up to `ngrams` words long are hashed into `buckets` extra embedding rows after the
     vocabulary; an n-gram that reaches into the padding counts as padding and is left out of the average.
+    `sparse=True` gives the table sparse gradients, so a step updates only the rows a batch uses: millions
+    of buckets then cost no more per step than thousands (with an optimiser that takes sparse gradients,
+    e.g. `optimizer=adagrad` or `sgd`; Adam does not).
     """
 
     HASH_MULTIPLIER = 116_049_371  # fastText's n-gram hash constant
@@ -137,13 +140,16 @@ class FastText(nn.Module):
         ngrams: int = 2,
         buckets: int = 1 << 18,
         dropout: float = 0.0,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         if ngrams < 1:
             raise ValueError(f"ngrams must be at least 1, got {ngrams}")
         self.vocab_size, self.ngrams, self.buckets = vocab_size, ngrams, buckets
         rows = vocab_size + (buckets if ngrams > 1 else 0)
-        self.embedding = small_init(nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=PAD_ID))
+        self.embedding = small_init(
+            nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=PAD_ID, sparse=sparse)
+        )
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(embed_dim, num_logits(num_classes))
 
