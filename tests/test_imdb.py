@@ -12,7 +12,7 @@ import torch
 
 from medlit.data import imdb
 from medlit.data.download import md5sum
-from medlit.data.imdb import IMDBDataModule
+from medlit.data.imdb import IMDBDataModule, LengthBatchSampler
 from medlit.data.vocabulary import PAD_ID, UNK_ID
 from medlit.errors import DataError
 from tests.synthetic import FILLER_WORDS, write_aclimdb
@@ -292,3 +292,29 @@ def test_a_review_that_is_not_utf8_is_named(tmp_path):
 def test_bad_settings_are_explained(tmp_path, kwargs, expected):
     with pytest.raises(DataError, match=expected):
         make(tmp_path, **kwargs)
+
+
+def test_length_buckets_cover_every_review_once_in_batches_of_similar_length():
+    lengths = torch.randint(1, 400, (1000,), generator=torch.Generator().manual_seed(0))
+    sampler = LengthBatchSampler(lengths, batch_size=32, shuffle=True)
+    first, second = list(sampler), list(sampler)
+    assert len(first) == len(sampler) == 32
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    assert first != second, "every epoch draws other batches"
+    spread = sum(int(lengths[b].max() - lengths[b].min()) for b in first) / len(first)
+    assert spread < 40, "a batch holds reviews of similar length"
+    in_order = [i for batch in LengthBatchSampler(lengths, 100, shuffle=False) for i in batch]
+    assert lengths[in_order].diff().ge(0).all()
+
+
+def test_bucketed_loaders_serve_every_review_with_its_label(imdb_dir):
+    dm = make(imdb_dir, bucket_by_length=True, batch_size=8, eval_batch_size=16)
+    dm.setup()
+    for split in ("train", "val", "test"):
+        dataset = getattr(dm, f"{split}_set")
+        batches = list(getattr(dm, f"{split}_dataloader")())
+        ids = torch.cat([b[0] for b in batches])
+        labels = torch.cat([b[1] for b in batches])
+        assert len(ids) == len(dataset)
+        order = [dataset.ids.tolist().index(row) for row in ids.tolist()]
+        assert labels.tolist() == dataset.labels[order].tolist(), split

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tokenizers import Tokenizer
 
@@ -50,10 +51,7 @@ def test_a_text_run_keeps_its_vocabulary_and_a_checkpoint_is_tested_with_it(trai
     assert Tokenizer.from_file(str(run / "tokenizer.json")).to_str() == saved
 
     # another validation split gives another vocabulary of the same size; the checkpoint brings its own
-    other = train_config(*common, "data.split_seed=7")
-    from hydra.utils import instantiate
-
-    dm = instantiate(other.data)
+    dm = instantiate(train_config(*common, "data.split_seed=7").data)
     dm.setup()
     assert dm.tokenizer.to_str() != saved
     (run / "metrics.json").unlink()

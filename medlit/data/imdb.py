@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medlit.data.archive import extract_tar
 from medlit.data.base import ClassificationDataModule
 from medlit.data.download import fetch, md5sum
 from medlit.data.split import stratified_split
-from medlit.data.vocabulary import TRUNCATION_SIDES, build_vocabulary, encode, word_tokenizer
+from medlit.data.vocabulary import PAD_ID, TRUNCATION_SIDES, build_vocabulary, encode, word_tokenizer
 from medlit.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,30 @@ class TokenDataset(Dataset):
         return self.ids[index], self.labels[index]
 
 
+class LengthBatchSampler(Sampler[list[int]]):
+    """Batches of reviews of similar length, for models that cut a batch to its longest review.
+
+    With `shuffle`, reviews are drawn in random order in pools of `pool` batches, each pool is sorted by
+    length and cut into batches, and the batches are shuffled: every epoch differs, yet a batch carries
+    little padding. Without, batches follow length order (evaluation).
+    """
+
+    def __init__(self, lengths: Tensor, batch_size: int, shuffle: bool, pool: int = 50) -> None:
+        self.lengths, self.batch_size, self.shuffle, self.pool = lengths, batch_size, shuffle, pool
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self):
+        if not self.shuffle:
+            yield from (b.tolist() for b in self.lengths.argsort(stable=True).split(self.batch_size))
+            return
+        batches = []
+        for pool in torch.randperm(len(self.lengths)).split(self.batch_size * self.pool):
+            batches += pool[self.lengths[pool].argsort(stable=True)].split(self.batch_size)
+        yield from (batches[i].tolist() for i in torch.randperm(len(batches)))
+
+
 class IMDBDataModule(ClassificationDataModule):
     """IMDb reviews from the original `aclImdb/{train,test}/{neg,pos}/*.txt` layout under `data_dir`.
 
@@ -58,6 +82,10 @@ class IMDBDataModule(ClassificationDataModule):
     names, sizes and modification times, so a second run reads them back instead of tokenising. The
     tokenizer is written to the run directory as `tokenizer.json` and stored in checkpoints; a checkpoint
     tested with a different configured vocabulary re-tokenises the reviews with its own.
+
+    `bucket_by_length=True` batches reviews of similar length (`LengthBatchSampler`), which makes the
+    recurrent and attention models, which cut each batch to its longest review, much cheaper per epoch;
+    it is for single-process training (DDP needs Lightning's distributed sampler).
     """
 
     def __init__(
@@ -73,6 +101,7 @@ class IMDBDataModule(ClassificationDataModule):
         vocab_size: int = 10_000,
         max_len: int = 200,
         truncation_side: str = "left",
+        bucket_by_length: bool = False,
         num_classes: int | None = None,
         **loader_kwargs,
     ) -> None:
@@ -96,6 +125,7 @@ class IMDBDataModule(ClassificationDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / "cache"
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.vocab_size, self.max_len, self.truncation_side = vocab_size, max_len, truncation_side
+        self.bucket_by_length = bucket_by_length
         self.tokenizer: Tokenizer | None = None
         self._checkpoint_tokenizer: Tokenizer | None = None
         self.files: dict[str, list[Path]] = {}
@@ -130,6 +160,29 @@ class IMDBDataModule(ClassificationDataModule):
         if self.train_set is not None:
             self.train_set = None
             self.setup()
+
+    def train_dataloader(self) -> DataLoader:
+        if self.bucket_by_length:
+            return self._bucketed(self.train_set, self.batch_size, shuffle=True)
+        return super().train_dataloader()
+
+    def val_dataloader(self) -> DataLoader:
+        if self.bucket_by_length:
+            return self._bucketed(self.val_set, self.eval_batch_size, shuffle=False)
+        return super().val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        if self.bucket_by_length:
+            return self._bucketed(self.test_set, self.eval_batch_size, shuffle=False)
+        return super().test_dataloader()
+
+    def _bucketed(self, dataset: TokenDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("IMDBDataModule.setup() has not created this split")
+        sampler = LengthBatchSampler((dataset.ids != PAD_ID).sum(dim=1), batch_size, shuffle)
+        return DataLoader(
+            dataset, batch_sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory
+        )
 
     def _extract(self) -> None:
         if self.archive.exists():
