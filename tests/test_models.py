@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from medlit.data.vocabulary import PAD_ID
-from medlit.models import CustomCNN, FastText, num_logits
+from medlit.models import BiLSTM, CustomCNN, FastText, num_logits
 from medlit.models.text import align_end
 from tests.conftest import CONF, compose_config
 
@@ -66,6 +66,16 @@ def test_text_models_ignore_padding(model, tmp_path):
         alone = torch.cat([net(ids[i : i + 1, : max(1, int((ids[i] != PAD_ID).sum()))]) for i in range(3)])
         assert torch.allclose(net(ids), alone, atol=1e-5)
         assert torch.allclose(net(padded), alone, atol=1e-5)
+
+
+def test_max_pooled_bilstm_ignores_padding():
+    net = BiLSTM(vocab_size=500, num_classes=2, pooling="max").eval()
+    ids = token_ids([30, 12, 1], max_len=30, vocab_size=500)
+    with torch.no_grad():
+        alone = torch.cat([net(ids[i : i + 1, : max(1, int((ids[i] != PAD_ID).sum()))]) for i in range(3)])
+        assert torch.allclose(
+            net(torch.cat([ids, torch.zeros(3, 30, dtype=torch.long)], dim=1)), alone, atol=1e-5
+        )
 
 
 def test_the_feed_forward_network_sees_every_review_end_at_the_window_end():
