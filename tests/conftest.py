@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -75,14 +77,15 @@ def http_server(tmp_path):
     server.server_close()
 
 
-def run_train(*args: str, cwd: Path, timeout: int = 300):
-    """Run `python train.py <args>` in a subprocess, as a user would."""
-    import subprocess
-
+def run_train(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python train.py <args>` in a subprocess, as a user would (tests' callbacks importable)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )

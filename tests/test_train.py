@@ -86,3 +86,12 @@ def test_bf16_mixed_precision_on_cpu(train_config, tmp_path):
 def test_every_experiment_runs(train_config, experiment, tmp_path):
     train(train_config(f"experiment={experiment}", "debug=fdr"))
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_organcmnist_trains_an_eleven_class_head(train_config, tmp_path):
+    train(train_config("data=organcmnist", "trainer.max_epochs=1"))
+    checkpoint = torch.load(next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
+    head = [v for k, v in checkpoint["state_dict"].items() if k.startswith("net.head.") and k.endswith("weight")]
+    assert head[-1].shape == (11, 256)
+    assert checkpoint["hyper_parameters"]["num_classes"] == 11
+    assert len(checkpoint["hyper_parameters"]["class_names"]) == 11
