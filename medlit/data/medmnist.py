@@ -109,9 +109,7 @@ class MedMNISTDataModule(ClassificationDataModule):
                 images[split] = self._to_tensor(np.asarray(arrays.imgs), split)
                 labels[split] = torch.from_numpy(np.asarray(arrays.labels).reshape(-1).astype(np.int64))
             except (KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
-                raise DataError(
-                    f"{self.path} is not a readable MedMNIST file ({split} split: {err})"
-                ) from None
+                raise DataError(f"{self.path} is not a readable MedMNIST file ({split} split: {err})") from None
             bad = (labels[split] < 0) | (labels[split] >= self.num_classes)
             if bad.any():
                 raise DataError(
