@@ -57,7 +57,7 @@ def build_classifier(cfg: DictConfig, datamodule: pl.LightningDataModule) -> Cla
 
 def train(cfg: DictConfig) -> float | None:
     """Fit on train, select the checkpoint on validation, test it once; return the best validation score."""
-    cfg, checkpoint = resume_config(cfg)
+    cfg, checkpoint, continuing = resume_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> float | None:
     preflight.check_output_dir(output_dir, model)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
-    loggers = build_loggers(cfg, checkpoint["global_step"] if cfg.get("resume") else None)
+    loggers = build_loggers(cfg, checkpoint["global_step"] if continuing else None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.get("train", True):
