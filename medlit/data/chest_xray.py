@@ -80,6 +80,22 @@ class ChestXrayDataModule(ClassificationDataModule):
         self.split_files: dict[str, list[str]] = {}
         self._index: tuple[Path, dict[str, FolderSplit]] | None = None
 
+    @property
+    def class_names(self) -> list[str]:
+        """train/'s class folders, read on first use, so a missing data folder is reported up front."""
+        if not self._class_names:
+            self._folders()
+        return self._class_names
+
+    @class_names.setter
+    def class_names(self, names: list[str]) -> None:
+        self._class_names = list(names)
+
+    @property
+    def num_classes(self) -> int:
+        """As configured (checked against the folders once they are read), else from the folders."""
+        return self.expected_classes or len(self.class_names)
+
     def prepare_data(self) -> None:
         """Decode and cache every image once (on one process per machine); setup() reads the cache."""
         if self.cache_dir is not None:
@@ -137,14 +153,18 @@ class ChestXrayDataModule(ClassificationDataModule):
                     f"{len(self.class_names)} class folders: {', '.join(self.class_names)}"
                 )
             splits = {}
-            for split, strategy in (("train", "official"), ("val", self.val_strategy), ("test", self.test_strategy)):
+            for split, strategy in (
+                ("train", "official"),
+                ("val", self.val_strategy),
+                ("test", self.test_strategy),
+            ):
                 folder = image_folder.split_folder(root, split)
                 if folder is None and strategy == "official":
                     raise DataError(
                         f"no {split} split: {root / split} not found. Set data.{split}_strategy=split to "
                         f"carve one out of train (grouped by patient)"
                     )
-                if folder is not None and strategy == "official":
+                if folder is not None:  # listed (and cached) whatever the strategy: one cache per folder
                     splits[split] = image_folder.list_split(root, folder, self.class_names)
             self._index = root, splits
         return self._index
@@ -169,9 +189,13 @@ class ChestXrayDataModule(ClassificationDataModule):
 
     def _assign_splits(self, readable: dict[str, FolderSplit]) -> dict[str, FolderSplit]:
         """Official folders as they are; carved splits taken out of train, test first, then validation."""
-        pools = dict(readable)
-        for split, fraction in (("test", self.test_fraction), ("val", self.val_fraction)):
-            if split in pools:
+        pools = {"train": readable["train"]}
+        for split, strategy, fraction in (
+            ("test", self.test_strategy, self.test_fraction),
+            ("val", self.val_strategy, self.val_fraction),
+        ):
+            if strategy == "official":
+                pools[split] = readable[split]
                 continue
             train = pools["train"]
             keep, held = grouped_split(
@@ -194,3 +218,57 @@ def _readable(split: FolderSplit, row: dict[str, int]) -> FolderSplit:
 def _check_choice(name: str, value: object, choices: tuple) -> None:
     if value not in choices:
         raise DataError(f"{name}={value} is not one of {', '.join(map(str, choices))}")
+
+
+KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"
+# the official release: 5216 training, 16 validation and 624 test images
+OFFICIAL_COUNTS = {
+    "train": {"NORMAL": 1341, "PNEUMONIA": 3875},
+    "val": {"NORMAL": 8, "PNEUMONIA": 8},
+    "test": {"NORMAL": 234, "PNEUMONIA": 390},
+}
+
+
+def count_images(root: Path) -> dict[str, dict[str, int]]:
+    """Files per class in each split folder under the data set's `root` (checks the layout on the way)."""
+    classes = image_folder.class_names(image_folder.split_folder(root, "train"))
+    counts = {}
+    for split in image_folder.SPLITS:
+        folder = image_folder.split_folder(root, split)
+        if folder is not None:
+            listed = image_folder.list_split(root, folder, classes)
+            counts[split] = {name: listed.labels.count(label) for label, name in enumerate(classes)}
+    return counts
+
+
+def download(data_dir: Path, urls: list[str] | None = None, md5: str | None = None) -> Path:
+    """Fetch the data set into `<data_dir>/chest_xray` (or, without `urls`, kagglehub's cache); its root.
+
+    With `urls` (an archive of the data set and mirrors, tried in order) the archive is checked against
+    `md5` when given and unpacked safely; with none, the Kaggle release is fetched with kagglehub (the
+    `kaggle` extra). Data that is already in place is not fetched again.
+    """
+    from medlit.data.archive import unpack
+    from medlit.data.download import fetch
+
+    target = data_dir / "chest_xray"
+    if not urls:
+        try:
+            import kagglehub
+        except ImportError:
+            raise DataError(
+                "kagglehub is not installed: pip install 'medlit[kaggle]', or give --url of an archive"
+            ) from None
+        try:
+            return image_folder.find_root(Path(kagglehub.dataset_download(KAGGLE_HANDLE)), "chest_xray")
+        except (OSError, ValueError) as err:  # kagglehub's network and authentication errors
+            raise DataError(f"kagglehub could not fetch {KAGGLE_HANDLE}: {err}") from None
+    try:
+        return image_folder.find_root(target, "chest_xray")
+    except DataError:
+        pass
+    name = Path(urls[0].split("?")[0]).name or "chest_xray.zip"
+    archive = fetch(urls, data_dir / name, md5)
+    unpack(archive, target)
+    archive.unlink()
+    return image_folder.find_root(target, "chest_xray")

@@ -31,7 +31,9 @@ def find_root(data_dir: Path, nested: str) -> Path:
     read as a training split alone.
     """
     if not data_dir.is_dir():
-        raise DataError(f"data folder {data_dir} not found; set data.data_dir to the folder that holds train/")
+        raise DataError(
+            f"data folder {data_dir} not found; set data.data_dir to the folder that holds train/"
+        )
     for candidate in (data_dir, data_dir / nested, data_dir / nested / nested):
         if (candidate / "train").is_dir():
             return candidate
