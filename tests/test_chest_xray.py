@@ -133,6 +133,17 @@ def test_a_changed_file_is_decoded_again_and_the_stale_cache_removed(xray, tmp_p
     assert new != old
 
 
+def test_a_damaged_cache_is_decoded_again(xray, tmp_path, caplog):
+    first = loaded(xray, tmp_path)
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:1000])
+    with caplog.at_level(logging.WARNING):
+        again = loaded(xray, tmp_path)
+    assert f"The cache {cache} is unreadable" in caplog.text
+    assert again.decoded == first.decoded
+    assert torch.equal(again.train_set.images, first.train_set.images)
+
+
 def test_unreadable_files_are_named_and_skipped(xray, tmp_path, caplog):
     (xray / "train" / "PNEUMONIA" / "notes.txt").write_text("not an image")
     with caplog.at_level(logging.WARNING):

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -114,10 +115,13 @@ def load_or_decode(
         return decode_all(root, files, size, workers)
     path = cache_path(cache_dir, root, files, size)
     if path.exists():
-        stored = torch.load(path, weights_only=True, mmap=True)
-        log.info("Read %d cached images from %s", len(stored["files"]), path)
-        bad = [(name, reason) for name, reason in stored["bad"]]
-        return DecodedImages(stored["images"], stored["files"], bad, decoded=0)
+        try:
+            stored = torch.load(path, weights_only=True, mmap=True)
+            bad = [(name, reason) for name, reason in stored["bad"]]
+            log.info("Read %d cached images from %s", len(stored["files"]), path)
+            return DecodedImages(stored["images"], stored["files"], bad, decoded=0)
+        except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
+            log.warning("The cache %s is unreadable (%s): decoding the images again", path, err)
     result = decode_all(root, files, size, workers)
     _write(path, result)
     return result
