@@ -177,7 +177,7 @@ def test_odd_formats_are_converted_to_grey(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda root: shutil.rmtree(root), "data folder .* not found"),
+        (lambda root: shutil.rmtree(root), "data folder .* not found.*python -m medlit.download chest_xray"),
         (lambda root: [p.unlink() for p in (root / "val" / "NORMAL").iterdir()], r"val/NORMAL is empty"),
         (lambda root: shutil.rmtree(root / "test" / "PNEUMONIA"), r"class folder .*test/PNEUMONIA not found"),
     ],

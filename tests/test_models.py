@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import huggingface_hub
 import pytest
 import timm
 import torch
@@ -112,3 +113,11 @@ def test_the_classifier_takes_the_networks_normalisation_unless_the_data_sets_on
         pytest.approx(0.2)
     ]
     assert Classifier(CustomCNN(1, 2), 2).input_mean.flatten().tolist() == [0.5]
+
+
+def test_pretrained_weights_without_network_name_the_offline_settings(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        MedlitError, match=r"could not fetch the pretrained weights of resnet10t .*model\.checkpoint_path"
+    ):
+        TimmNet("resnet10t", num_classes=2, pretrained=True)

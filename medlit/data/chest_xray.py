@@ -144,6 +144,11 @@ class ChestXrayDataModule(ClassificationDataModule):
     def _folders(self) -> tuple[Path, dict[str, FolderSplit]]:
         """The data set's root and the files of each split folder there (listed once per instance)."""
         if self._index is None:
+            if not self.data_dir.is_dir():
+                raise DataError(
+                    f"data folder {self.data_dir} not found; set data.data_dir to the folder that holds "
+                    f"train/, or fetch the data set with: python -m medlit.download chest_xray"
+                )
             root = image_folder.find_root(self.data_dir, nested="chest_xray")
             train_folder = image_folder.split_folder(root, "train")
             self.class_names = image_folder.class_names(train_folder)
