@@ -19,7 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("MEDLIT_DATA_DIR", "data")),
-        help="where data sets live (default: $MEDLIT_DATA_DIR or ./data)",
+        help="an archive from --url is unpacked in <data-dir>/chest_xray (default: $MEDLIT_DATA_DIR or "
+        "./data); the Kaggle release stays in kagglehub's cache",
     )
     parser.add_argument("--url", help="a zip or tar archive of the data set, instead of Kaggle")
     parser.add_argument("--mirror", action="append", default=[], help="another URL to try; repeatable")
