@@ -31,7 +31,9 @@ class Classifier(pl.LightningModule):
 
     Inputs follow one intensity convention, checked here: images are uint8 in 0-255 (as the data modules
     deliver them) or float in [0, 1]; they are normalised with `input_mean`/`input_std` inside the module,
-    so a checkpoint carries its own preprocessing. Integer token ids (text) pass through unchanged.
+    so a checkpoint carries its own preprocessing. Left unset, they are the network's own `input_mean`/
+    `input_std` (the statistics its pretrained weights expect), else 0.5/0.5. Integer token ids (text)
+    pass through unchanged.
 
     Binary tasks use one logit with BCE-with-logits, multi-class tasks cross-entropy. `optimizer` and
     `scheduler` are factories (Hydra partials) called in `configure_optimizers`. `run_config` is the run's
@@ -59,8 +61,10 @@ class Classifier(pl.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
         self.binary = num_classes == 2
-        self.register_buffer("input_mean", torch.tensor(input_mean or [0.5]).view(1, -1, 1, 1))
-        self.register_buffer("input_std", torch.tensor(input_std or [0.5]).view(1, -1, 1, 1))
+        mean = input_mean if input_mean is not None else getattr(net, "input_mean", None)
+        std = input_std if input_std is not None else getattr(net, "input_std", None)
+        self.register_buffer("input_mean", torch.tensor(mean or [0.5]).view(1, -1, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std or [0.5]).view(1, -1, 1, 1))
         self.register_buffer("loss_weights", torch.ones(num_logits(num_classes)))
 
         collection = metrics.classification_metrics(num_classes)

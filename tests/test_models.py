@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import huggingface_hub
 import pytest
+import timm
 import torch
 from hydra.utils import instantiate
 
-from medlit.models import CustomCNN, num_logits
-from tests.conftest import CONF, compose_config
+from medlit.classifier import Classifier
+from medlit.errors import MedlitError
+from medlit.models import CustomCNN, TimmNet, num_logits
+from tests.conftest import CONF, compose_config, offline
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+# the named transfer models (mobilenetv2, vgg16, ...) are TimmNets like `timm`, checked here on one task;
+# every model also runs a binary fast_dev_run on the chest X-rays in test_train
+NAMED_TIMM = {m for m in MODELS if "- timm" in (CONF / "model" / f"{m}.yaml").read_text()}
+CASES = [
+    (m, d)
+    for m in MODELS
+    if m not in NAMED_TIMM
+    for d in ("pneumoniamnist", "organcmnist")
+    if m != "timm" or d == "organcmnist"
+]
 
 
-@pytest.mark.parametrize("data", ["pneumoniamnist", "organcmnist"])
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize(("model", "data"), CASES)
 def test_model_outputs_and_gradients(model, data, tmp_path):
-    cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
+    cfg = offline(compose_config([f"model={model}", f"data={data}"], tmp_path))
     net = instantiate(cfg.model)
     x = torch.rand(4, cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
     out = net(x)
     assert out.shape == (4, num_logits(cfg.data.num_classes))
     assert torch.isfinite(out).all()
     out.square().sum().backward()
+    # one update first: timm's ResNets start their residual branches at zero (zero-initialised last norm)
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    net.zero_grad()
+    net(x).square().sum().backward()
     missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f"parameters without gradient: {missing}"
 
@@ -37,3 +54,66 @@ def test_binary_tasks_have_one_logit():
     assert num_logits(11) == 11
     with pytest.raises(ValueError, match="at least 2 classes"):
         num_logits(1)
+
+
+def test_timm_model_takes_any_timm_name_and_greyscale(tmp_path):
+    cfg = offline(compose_config(["model=timm", "model.name=mobilenetv3_small_050", "model.hidden=[16]"], tmp_path))
+    net = instantiate(cfg.model)
+    assert net.backbone.conv_stem.in_channels == 1
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, 1)
+    assert net.input_mean == pytest.approx([0.449]) and net.input_std == pytest.approx([0.226])
+
+
+def test_vgg16_head_sits_on_the_convolutional_base(tmp_path):
+    net = instantiate(offline(compose_config(["model=vgg16"], tmp_path)).model)
+    assert isinstance(net.backbone.pre_logits, torch.nn.Identity)
+    assert net.head[0].in_features == 512 and net.head[0].out_features == 512
+
+
+def test_weights_load_from_a_local_file_through_the_config(tmp_path):
+    """ImageNet-shaped weights (3 channels, 1000 classes) saved to a file load into a greyscale model."""
+    source = timm.create_model("resnet10t", pretrained=False)
+    path = tmp_path / "resnet10t.pth"
+    torch.save(source.state_dict(), path)
+    cfg = compose_config(["model=timm", "model.name=resnet10t", f"model.checkpoint_path={path}"], tmp_path)
+    net = instantiate(cfg.model)
+    loaded, saved = net.backbone.state_dict(), source.state_dict()
+    assert torch.equal(loaded["layer4.0.conv2.weight"], saved["layer4.0.conv2.weight"])
+    stem = saved["conv1.0.weight"].sum(dim=1, keepdim=True)  # timm folds RGB filters into one channel
+    assert torch.allclose(loaded["conv1.0.weight"], stem)
+    assert not torch.equal(
+        loaded["layer4.0.conv2.weight"], timm.create_model("resnet10t").state_dict()["layer4.0.conv2.weight"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.name=no_such_net"], "model.name='no_such_net' is not a timm model"),
+        (
+            ["model.checkpoint_path=/nowhere/weights.pth"],
+            "model.checkpoint_path=/nowhere/weights.pth: no such file",
+        ),
+    ],
+)
+def test_bad_timm_settings_are_explained(tmp_path, overrides, message):
+    cfg = compose_config(["model=timm", *overrides], tmp_path)
+    with pytest.raises(MedlitError, match=message):
+        TimmNet(**{k: v for k, v in cfg.model.items() if k != "_target_"})
+
+
+def test_the_classifier_takes_the_networks_normalisation_unless_the_data_sets_one(tmp_path):
+    cfg = offline(compose_config(["model=mobilenetv2", "data=chest_xray"], tmp_path))
+    net = instantiate(cfg.model)
+    assert cfg.classifier.input_mean is None
+    assert Classifier(net, 2).input_mean.flatten().tolist() == pytest.approx([0.449])
+    assert Classifier(net, 2, input_mean=[0.5], input_std=[0.2]).input_std.flatten().tolist() == [pytest.approx(0.2)]
+    assert Classifier(CustomCNN(1, 2), 2).input_mean.flatten().tolist() == [0.5]
+
+
+def test_pretrained_weights_without_network_name_the_offline_settings(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        MedlitError, match=r"could not fetch the pretrained weights of resnet10t .*model\.checkpoint_path"
+    ):
+        TimmNet("resnet10t", num_classes=2, pretrained=True)

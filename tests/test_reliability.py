@@ -231,7 +231,7 @@ def test_a_full_disk_fails_before_training(train_config, tmp_path, monkeypatch):
             "no config 'model/resnet9000'; choose model= one of baseline_cnn, custom_cnn",
             2,
         ),
-        (["data=mnist"], "no config 'data/mnist'; choose data= one of organcmnist, pneumoniamnist", 2),
+        (["data=mnist"], "no config 'data/mnist'; choose data= one of chest_xray, organcmnist, pneumoniamnist", 2),
         (["trainer.max_epoch=3"], "unknown key 'trainer.max_epoch'; did you mean trainer.max_epochs?", 2),
         (
             ["model.in_channels=3"],

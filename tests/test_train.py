@@ -30,6 +30,14 @@ def test_fast_dev_run(train_config, data, model, tmp_path):
     assert {f"test/{m}" for m in METRICS} <= set(metrics)
 
 
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_chest_xray_fast_dev_run(train_config, model, tmp_path):
+    """Every network on the generated Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px."""
+    train(train_config("data=chest_xray", f"model={model}", "debug=fdr", "data.batch_size=4"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {f"test/{m}" for m in METRICS} <= set(metrics)
+
+
 def test_run_selects_on_validation_tests_once_and_logs_to_tensorboard(train_config, tmp_path):
     cfg = train_config("trainer.max_epochs=4", "optimizer.lr=3e-3", "scheduler=reduce_on_plateau")
     best_val = train(cfg)

@@ -3,5 +3,6 @@
 from medlit.models.cnn import BaselineCNN, CustomCNN
 from medlit.models.mlp import DenseMLP
 from medlit.models.outputs import num_logits
+from medlit.models.timm_models import TimmNet
 
-__all__ = ["BaselineCNN", "CustomCNN", "DenseMLP", "num_logits"]
+__all__ = ["BaselineCNN", "CustomCNN", "DenseMLP", "TimmNet", "num_logits"]

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 from torch import Tensor, nn
 
-from medlit.models.outputs import num_logits
+from medlit.models.outputs import dense_head, num_logits
 
 
 class BaselineCNN(nn.Module):
@@ -64,12 +64,9 @@ class CustomCNN(nn.Module):
         hidden = [max(1, round(h * width)) for h in hidden]
         widths = [in_channels, *channels]
         self.features = nn.Sequential(*(conv_block(a, b, conv_dropout) for a, b in pairwise(widths)))
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        sizes = [channels[-1], *hidden]
-        for a, b in pairwise(sizes):
-            layers += [nn.Linear(a, b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-        layers.append(nn.Linear(sizes[-1], num_logits(num_classes)))
-        self.head = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), *dense_head(channels[-1], hidden, dropout, num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
