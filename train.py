@@ -8,7 +8,7 @@ python train.py -m optimizer.lr=1e-4,3e-4         # a sweep, one run directory p
 import hydra
 from omegaconf import DictConfig
 
-from medlit.cli import run_task
+from medlit.cli import launch, run_task
 from medlit.training import train
 
 
@@ -18,4 +18,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

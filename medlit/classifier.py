@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from medlit import metrics
+from medlit.data.sampling import derive_seed, run_seed
 from medlit.errors import MedlitError
 from medlit.models import num_logits
 
@@ -28,7 +31,9 @@ class Classifier(pl.LightningModule):
 
     Inputs follow one intensity convention, checked here: images are uint8 in 0-255 (as the data modules
     deliver them) or float in [0, 1]; they are normalised with `input_mean`/`input_std` inside the module,
-    so a checkpoint carries its own preprocessing. Integer token ids (text) pass through unchanged.
+    so a checkpoint carries its own preprocessing. Left unset, they are the network's own `input_mean`/
+    `input_std` (the statistics its pretrained weights expect), else 0.5/0.5. Integer token ids (text)
+    pass through unchanged.
 
     Binary tasks use one logit with BCE-with-logits, multi-class tasks cross-entropy. `optimizer` and
     `scheduler` are factories (Hydra partials) called in `configure_optimizers`. `run_config` is the run's
@@ -56,8 +61,10 @@ class Classifier(pl.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
         self.binary = num_classes == 2
-        self.register_buffer("input_mean", torch.tensor(input_mean or [0.5]).view(1, -1, 1, 1))
-        self.register_buffer("input_std", torch.tensor(input_std or [0.5]).view(1, -1, 1, 1))
+        mean = input_mean if input_mean is not None else getattr(net, "input_mean", None)
+        std = input_std if input_std is not None else getattr(net, "input_std", None)
+        self.register_buffer("input_mean", torch.tensor(mean or [0.5]).view(1, -1, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std or [0.5]).view(1, -1, 1, 1))
         self.register_buffer("loss_weights", torch.ones(num_logits(num_classes)))
 
         collection = metrics.classification_metrics(num_classes)
@@ -67,6 +74,8 @@ class Classifier(pl.LightningModule):
         self.val_confmat = metrics.confusion_matrix(num_classes)
         self.test_confmat = metrics.confusion_matrix(num_classes)
         self.test_roc = metrics.roc_curve(num_classes)
+        # example-weighted means whose sums and counts torchmetrics adds up across DDP processes
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.class_weighted_loss:
@@ -77,6 +86,12 @@ class Classifier(pl.LightningModule):
                 weights = counts.sum() / (self.num_classes * counts.clamp(min=1))
             self.loss_weights.copy_(weights)
             log.info("Class-weighted loss: %s", [round(w, 3) for w in weights.tolist()])
+
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Draw this step's randomness (dropout, ...) from (seed, step, rank), not from what ran before, so
+        a run resumed from a checkpoint repeats the uninterrupted run exactly."""
+        if "PL_GLOBAL_SEED" in os.environ:
+            torch.manual_seed(derive_seed(run_seed(), self.global_step, self.global_rank))
 
     def preprocess(self, x: Tensor) -> Tensor:
         """uint8 0-255 or float 0-1 images -> normalised float; token ids unchanged."""
@@ -121,21 +136,41 @@ class Classifier(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, probs, y = self._step(batch)
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:  # stop every process together, none waits for a dead peer
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise MedlitError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "training diverged and was stopped; the last good checkpoint is kept. Try a lower "
+                "optimizer.lr, trainer.gradient_clip_val=1.0 or trainer.precision=32-true"
+            )
         self.train_metrics.update(probs, y)
-        self.log(
-            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y)
-        )
+        self.train_loss.update(loss.detach(), len(y))
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, probs, y = self._step(batch)
+        self._val_finite &= bool(torch.isfinite(loss).all())
         self.val_metrics.update(probs, y)
         self.val_confmat.update(probs, y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.val_loss.update(loss, len(y))
+        self.log("val/loss", self.val_loss, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=False)
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_finite = True
+
     def on_validation_epoch_end(self) -> None:
+        # before the checkpoint callbacks run: diverged weights must not overwrite last.ckpt
+        if not self.trainer.strategy.reduce_boolean_decision(self._val_finite, all=True):
+            raise MedlitError(
+                f"the validation loss is not finite at epoch {self.current_epoch}: the weights diverged; "
+                "training was stopped and the last good checkpoint is kept"
+            )
         matrix = self.val_confmat.compute()
         self.val_confmat.reset()
         if not self.trainer.sanity_checking:
@@ -146,7 +181,8 @@ class Classifier(pl.LightningModule):
         self.test_metrics.update(probs, y)
         self.test_confmat.update(probs, y)
         self.test_roc.update(probs, y)
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.test_loss.update(loss, len(y))
+        self.log("test/loss", self.test_loss, on_epoch=True)
         self.log_dict(self.test_metrics, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:

@@ -5,6 +5,10 @@ class MedlitError(Exception):
     """A problem with the user's data, files or configuration, explained in its message."""
 
 
+class ConfigError(MedlitError):
+    """The configuration asks for something that cannot work (e.g. a network that cannot take the data)."""
+
+
 class DataError(MedlitError):
     """A data set is missing, unreadable or not what the configuration says."""
 

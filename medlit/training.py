@@ -8,11 +8,14 @@ import math
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from medlit import preflight
 from medlit.classifier import Classifier
+from medlit.resume import resume_config
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +23,23 @@ HPARAM_GROUPS = ("data", "model", "classifier", "optimizer", "scheduler")
 HPARAM_TRAINER_KEYS = ("max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val")
 
 
-def instantiate_all(node: DictConfig | None) -> list:
+def instantiate_all(node: DictConfig | None, **extra) -> list:
     """Instantiate every entry of a config node that has a `_target_` (callbacks, loggers)."""
-    return [instantiate(item) for item in (node or {}).values() if item and "_target_" in item]
+    return [instantiate(item, **extra) for item in (node or {}).values() if item and "_target_" in item]
+
+
+def build_loggers(cfg: DictConfig, resumed_step: int | None) -> list:
+    """The configured loggers; when a run resumes, TensorBoard drops events the killed run wrote after
+    its last checkpoint, so curves continue without repeated steps."""
+    loggers = []
+    for item in (cfg.get("logger") or {}).values():
+        if not item or "_target_" not in item:
+            continue
+        extra = {}
+        if resumed_step is not None and get_class(item._target_) is TensorBoardLogger:
+            extra["purge_step"] = resumed_step
+        loggers.append(instantiate(item, **extra))
+    return loggers
 
 
 def build_classifier(cfg: DictConfig, datamodule: pl.LightningDataModule) -> Classifier:
@@ -40,14 +57,19 @@ def build_classifier(cfg: DictConfig, datamodule: pl.LightningDataModule) -> Cla
 
 def train(cfg: DictConfig) -> float | None:
     """Fit on train, select the checkpoint on validation, test it once; return the best validation score."""
+    cfg, checkpoint, continuing = resume_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule = instantiate(cfg.data)
     model = build_classifier(cfg, datamodule)
+    preflight.check_model_fits_data(model, datamodule.example_input(), _choice(cfg, "model"), _choice(cfg, "data"))
+    preflight.check_optimizer(model)
+    preflight.check_output_dir(output_dir, model)
+
     callbacks = instantiate_all(cfg.get("callbacks"))
-    loggers = instantiate_all(cfg.get("logger"))
+    loggers = build_loggers(cfg, checkpoint["global_step"] if continuing else None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.get("train", True):
@@ -64,6 +86,15 @@ def train(cfg: DictConfig) -> float | None:
             write_metrics(output_dir / "metrics.json", results)
             _log_hparams(trainer, cfg, results)
     return best_score
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The name a group was chosen by (`model=custom_cnn` -> custom_cnn), or its target's class name."""
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return choice
+    return str(cfg[group].get("_target_", group)).rpartition(".")[2]
 
 
 def _best_validation_score(trainer: pl.Trainer, monitor: str) -> float | None:

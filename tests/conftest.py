@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -12,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from tests.synthetic import write_aclimdb, write_medmnist_npz
+from tests.synthetic import write_aclimdb, write_medmnist_npz, write_xray_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -40,6 +42,12 @@ def imdb_dir(data_root) -> Path:
     return data_root / "imdb"
 
 
+@pytest.fixture(scope="session")
+def xray_dir(tmp_path_factory) -> Path:
+    """A generated chest X-ray folder in the Kaggle layout, with a truncated JPEG and an RGBA PNG."""
+    return write_xray_folder(tmp_path_factory.mktemp("xray") / "chest_xray")
+
+
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The real `conf/train.yaml` composed with `overrides`, writing to `output_dir`, ready for `train()`."""
     GlobalHydra.instance().clear()
@@ -52,19 +60,32 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     return cfg
 
 
+def offline(cfg: DictConfig) -> DictConfig:
+    """`cfg` with random initial weights for pretrained models: no download in tests."""
+    if "pretrained" in cfg.model:
+        cfg.model.pretrained = False
+    return cfg
+
+
 @pytest.fixture
-def train_config(tmp_path, data_root):
-    """Compose a fast CPU run on the generated data sets."""
+def train_config(tmp_path, data_root, xray_dir):
+    """Compose a fast CPU run on the generated data sets (the chest X-ray folder at 32 px)."""
 
     def make(*overrides: str) -> DictConfig:
+        xray = any(o == "data=chest_xray" or o.startswith("experiment=xray_") for o in overrides)
+        data = (
+            [f"data.data_dir={xray_dir}", f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=32"]
+            if xray
+            else [f"paths.data_dir={data_root}"]
+        )
         base = [
-            f"paths.data_dir={data_root}",
+            *data,
             "trainer=cpu",
             "data.num_workers=0",
             "data.batch_size=32",
             "callbacks.rich_progress_bar=null",
         ]
-        return compose_config([*base, *overrides], tmp_path / "run")
+        return offline(compose_config([*base, *overrides], tmp_path / "run"))
 
     return make
 
@@ -88,14 +109,15 @@ def http_server(tmp_path):
     server.server_close()
 
 
-def run_train(*args: str, cwd: Path, timeout: int = 300):
-    """Run `python train.py <args>` in a subprocess, as a user would."""
-    import subprocess
-
+def run_train(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python train.py <args>` in a subprocess, as a user would (tests' callbacks importable)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )

@@ -69,3 +69,51 @@ def write_aclimdb(data_dir: Path, per_class: dict[str, int] | None = None, seed:
                 rating = rng.integers(7, 11) if label else rng.integers(1, 5)
                 (target / f"{i}_{rating}.txt").write_text(synthetic_review(label, rng), encoding="utf-8")
     return data_dir
+
+
+def _xray_names(label: int, patients: int, offset: int) -> list[str]:
+    """Kermany-style file names, one to three images per patient."""
+    names = []
+    for p in range(offset, offset + patients):
+        for k in range(1 + p % 3):
+            if label == 1:
+                names.append(f"person{p}_{'virus' if p % 2 else 'bacteria'}_{k}.jpeg")
+            elif p % 2:
+                names.append(f"NORMAL2-IM-{p:04d}-{k + 1:04d}.jpeg")
+            else:
+                names.append(f"IM-{p:04d}-{k + 1:04d}.jpeg")
+    return names
+
+
+def write_xray_folder(
+    root: Path,
+    patients: dict[str, tuple[int, int]] | None = None,
+    size: tuple[int, int] = (56, 48),
+    bad_files: bool = True,
+    seed: int = 0,
+) -> Path:
+    """`root/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg` with (normal, pneumonia) patients per split.
+
+    With `bad_files`, train/NORMAL also holds a truncated JPEG and train/PNEUMONIA an RGBA PNG.
+    """
+    from PIL import Image
+
+    patients = patients or {"train": (12, 24), "val": (2, 2), "test": (3, 3)}
+    rng = np.random.default_rng(seed)
+    offset = 1
+    for split, per_class in patients.items():
+        for label, (name, count) in enumerate(zip(("NORMAL", "PNEUMONIA"), per_class, strict=True)):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            files = _xray_names(label, count, offset)
+            offset += count
+            images = blob_images(np.full(len(files), label), max(size), 2, rng)
+            for file, image in zip(files, images, strict=True):
+                Image.fromarray(image).resize(size).save(folder / file, quality=90)
+    if bad_files:
+        whole = next((root / "train" / "NORMAL").glob("*.jpeg")).read_bytes()
+        (root / "train" / "NORMAL" / "IM-0999-0001.jpeg").write_bytes(whole[: len(whole) // 2])
+        rgba = np.zeros((*size[::-1], 4), np.uint8)
+        rgba[..., 0], rgba[..., 3] = 200, 255
+        Image.fromarray(rgba, "RGBA").save(root / "train" / "PNEUMONIA" / "person999_virus_1.png")
+    return root

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import run_train
 
@@ -44,7 +43,6 @@ def test_organcmnist_fast_dev_run_has_eleven_classes(medmnist_dir, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "MulticlassConfusionMatrix" in result.stdout
     run = next(tmp_path.glob("train/runs/*"))
     assert json.loads((run / "metrics.json").read_text())["test/acc"] >= 0
 
@@ -59,40 +57,8 @@ def test_missing_data_without_network_is_one_line_without_traceback(tmp_path):
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if "[ERROR]" in line]
-    assert len(errors) == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("medlit: error: ")
     assert str(tmp_path / "nothing" / "pneumoniamnist.npz") in errors[0]
     assert "http://127.0.0.1:9/pneumoniamnist.npz" in errors[0]
     assert "data.data_dir" in errors[0] and "data.url" in errors[0]
-
-
-def test_ddp_on_cpu_matches_one_process(medmnist_dir, tmp_path):
-    """Two gloo processes with half the batch each see the same data per step as one process."""
-    common = [
-        f"data.data_dir={medmnist_dir}",
-        "trainer.max_epochs=3",
-        "seed=3",
-        "data.train_transform=null",
-        "optimizer.lr=3e-3",
-        *FAST,
-    ]
-    single = run_train(*common, f"paths.log_dir={tmp_path / 'single'}", cwd=tmp_path)
-    ddp = run_train(
-        *common,
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "data.batch_size=16",
-        f"paths.log_dir={tmp_path / 'ddp'}",
-        cwd=tmp_path,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    runs = {name: next((tmp_path / name).glob("train/runs/*")) for name in ("single", "ddp")}
-    metrics = {name: json.loads((run / "metrics.json").read_text()) for name, run in runs.items()}
-    assert metrics["ddp"]["test/auroc"] == pytest.approx(metrics["single"]["test/auroc"], abs=0.1)
-    assert metrics["ddp"]["test/acc"] == pytest.approx(metrics["single"]["test/acc"], abs=0.15)
-    events = EventAccumulator(str(runs["ddp"] / "tensorboard"))
-    events.Reload()
-    assert len(events.Scalars("val/auroc")) == 3, "rank 0 alone logs, once per epoch"
-    assert len(list(runs["ddp"].glob("*.log"))) == 2, "each rank has its own log file"

@@ -9,12 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from medlit.data import imdb
+from medlit.classifier import Classifier
+from medlit.data import imdb, sampling
 from medlit.data.download import md5sum
-from medlit.data.imdb import IMDBDataModule, LengthBatchSampler
+from medlit.data.imdb import IMDBDataModule
+from medlit.data.sampling import LengthBucketSampler, LengthOrderSampler
 from medlit.data.vocabulary import PAD_ID, UNK_ID
-from medlit.errors import DataError
+from medlit.errors import ConfigError, DataError
+from medlit.preflight import check_model_fits_data
+from tests.conftest import compose_config
 from tests.synthetic import FILLER_WORDS, write_aclimdb
 
 
@@ -209,9 +214,7 @@ def test_download_with_a_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, 
     write_aclimdb(tmp_path / "source")
     tar_gz(tmp_path / "source", served / "aclImdb_v1.tar.gz")
     dm = make(tmp_path / "data", url=f"{base_url}/aclImdb_v1.tar.gz")  # the official MD5 is expected
-    with pytest.raises(
-        DataError, match="does not match the expected 7c2ac02c03563afcf9b574c7e56c153a"
-    ) as err:
+    with pytest.raises(DataError, match="does not match the expected 7c2ac02c03563afcf9b574c7e56c153a") as err:
         dm.prepare_data()
     assert str(tmp_path / "data" / "aclImdb") in str(err.value) and "data.url" in str(err.value)
     assert not any((tmp_path / "data").iterdir())
@@ -220,12 +223,14 @@ def test_download_with_a_wrong_checksum_is_refused_and_leaves_nothing(tmp_path, 
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (member("../escaped.txt"), "'../escaped.txt' is unsafe"),
-        (member("aclImdb/../../escaped.txt"), "'aclImdb/../../escaped.txt' is unsafe"),
-        (member("aclImdb/up", tarfile.SYMTYPE, "../.."), "'aclImdb/up' is a link"),
-        (member("aclImdb/passwd", tarfile.LNKTYPE, "/etc/passwd"), "'aclImdb/passwd' is a link"),
+        (member("../escaped.txt"), "member '../escaped.txt' would be written outside"),
+        (member("aclImdb/../../escaped.txt"), "member 'aclImdb/../../escaped.txt' would be written outside"),
+        (member("aclImdb/up", tarfile.SYMTYPE, "../.."), "link 'aclImdb/up' points outside"),
+        (member("aclImdb/passwd", tarfile.LNKTYPE, "/etc/passwd"), "link 'aclImdb/passwd' points outside"),
+        (member("aclImdb/same", tarfile.SYMTYPE, "README"), "member 'aclImdb/same' is a link"),
+        (member("aclImdb/fifo", tarfile.FIFOTYPE), "member 'aclImdb/fifo' is a device or pipe"),
     ],
-    ids=["dot-dot", "inner-dot-dot", "symlink", "hardlink"],
+    ids=["dot-dot", "inner-dot-dot", "symlink", "hardlink", "inner-symlink", "fifo"],
 )
 def test_an_archive_member_outside_the_folder_is_refused(tmp_path, http_server, extra, expected):
     served, base_url = http_server
@@ -242,9 +247,19 @@ def test_an_archive_member_outside_the_folder_is_refused(tmp_path, http_server, 
 
 def test_a_corrupt_archive_is_explained(tmp_path):
     (tmp_path / "aclImdb_v1.tar.gz").write_bytes(b"<html>not found</html>")
-    with pytest.raises(DataError, match=f"could not extract {tmp_path / 'aclImdb_v1.tar.gz'}"):
+    with pytest.raises(DataError, match=f"{tmp_path / 'aclImdb_v1.tar.gz'} is neither a zip nor a tar archive"):
         make(tmp_path).prepare_data()
     assert [p.name for p in tmp_path.iterdir()] == ["aclImdb_v1.tar.gz"]
+
+
+def test_a_truncated_archive_is_explained_and_leaves_nothing(tmp_path):
+    write_aclimdb(tmp_path / "source", per_class={"train": 400, "test": 16})
+    whole = tar_gz(tmp_path / "source", tmp_path / "whole.tar.gz").read_bytes()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "aclImdb_v1.tar.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=f"cannot unpack {tmp_path / 'data' / 'aclImdb_v1.tar.gz'}"):
+        make(tmp_path / "data").prepare_data()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["aclImdb_v1.tar.gz"]
 
 
 def test_an_archive_without_aclimdb_is_explained(tmp_path):
@@ -294,17 +309,42 @@ def test_bad_settings_are_explained(tmp_path, kwargs, expected):
         make(tmp_path, **kwargs)
 
 
+def bucket_batches(lengths, batch_size, epoch, world=1, rank=0, monkeypatch=None, pool=50) -> list[list[int]]:
+    """The batches one process draws from `LengthBucketSampler` in `epoch` (seed 3), as a DataLoader cuts them."""
+    if world > 1:
+        monkeypatch.setattr(sampling.dist, "is_initialized", lambda: True)
+        monkeypatch.setattr(sampling.dist, "get_world_size", lambda: world)
+        monkeypatch.setattr(sampling.dist, "get_rank", lambda: rank)
+    order = list(LengthBucketSampler(lengths, batch_size, seed=3, epoch=lambda: epoch, pool=pool))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def test_length_buckets_cover_every_review_once_in_batches_of_similar_length():
     lengths = torch.randint(1, 400, (1000,), generator=torch.Generator().manual_seed(0))
-    sampler = LengthBatchSampler(lengths, batch_size=32, shuffle=True)
-    first, second = list(sampler), list(sampler)
-    assert len(first) == len(sampler) == 32
-    assert sorted(i for batch in first for i in batch) == list(range(1000))
-    assert first != second, "every epoch draws other batches"
+    first = bucket_batches(lengths, 32, epoch=0)
+    assert len(first) == 32 and sorted(i for batch in first for i in batch) == list(range(1000))
+    assert all(len(batch) == 32 for batch in first[:-1]), "only the last batch is incomplete"
     spread = sum(int(lengths[b].max() - lengths[b].min()) for b in first) / len(first)
     assert spread < 40, "a batch holds reviews of similar length"
-    in_order = [i for batch in LengthBatchSampler(lengths, 100, shuffle=False) for i in batch]
-    assert lengths[in_order].diff().ge(0).all()
+    assert bucket_batches(lengths, 32, epoch=0) == first, "the order is a function of (seed, epoch)"
+    assert bucket_batches(lengths, 32, epoch=1) != first, "every epoch draws other batches"
+    in_order = list(LengthOrderSampler(lengths))
+    assert sorted(in_order) == list(range(1000)) and lengths[in_order].diff().ge(0).all()
+
+
+def test_length_buckets_under_ddp_split_the_global_batch_one_process_would_draw(monkeypatch):
+    lengths = torch.randint(1, 400, (203,), generator=torch.Generator().manual_seed(1))
+    single = bucket_batches(lengths, 16, epoch=2, pool=4)
+    ranks = [bucket_batches(lengths, 8, epoch=2, world=2, rank=r, monkeypatch=monkeypatch, pool=4) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)
+    for step, batch in enumerate(single[:-1]):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(batch), step
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(sampling.dist, "get_rank", lambda rank=rank: rank)
+        shares.append(list(LengthOrderSampler(lengths)))
+    assert [len(share) for share in shares] == [102, 101], "evaluation repeats no review"
+    assert sorted(shares[0] + shares[1]) == list(range(203))
 
 
 def test_bucketed_loaders_serve_every_review_with_its_label(imdb_dir):
@@ -318,3 +358,44 @@ def test_bucketed_loaders_serve_every_review_with_its_label(imdb_dir):
         assert len(ids) == len(dataset)
         order = [dataset.ids.tolist().index(row) for row in ids.tolist()]
         assert labels.tolist() == dataset.labels[order].tolist(), split
+
+
+@pytest.mark.parametrize("bucket_by_length", [False, True])
+def test_training_batches_are_a_function_of_seed_and_epoch(imdb_dir, monkeypatch, bucket_by_length):
+    """What a run resumed at epoch 3 draws is what the uninterrupted run drew in its epoch 3."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+
+    def batches(epoch: int) -> list[list[int]]:
+        dm = make(imdb_dir, bucket_by_length=bucket_by_length, batch_size=8)
+        dm.setup()
+        dm._current_epoch = lambda: epoch
+        return [ids.tolist() for ids, _ in dm.train_dataloader()]
+
+    assert batches(3) == batches(3) and batches(3) != batches(2)
+
+
+def test_folds_are_stratified_disjoint_and_cover_the_training_reviews(imdb_dir):
+    folds = []
+    for fold in range(4):
+        dm = make(imdb_dir, num_folds=4, fold=fold)
+        dm.setup()
+        assert torch.bincount(dm.val_set.labels).tolist() == [10, 10]
+        assert len(dm.train_set) == 60 and not set(dm.files["train"]) & set(dm.files["val"])
+        folds.append(set(dm.files["val"]))
+    assert len(set().union(*folds)) == 80, "every training review is validated in exactly one fold"
+    assert len(dm.test_set) == 32
+
+
+def test_an_unknown_fold_is_explained(imdb_dir):
+    with pytest.raises(ConfigError, match=r"data.fold=4 is not one of 0..3 \(data.num_folds=4\)"):
+        make(imdb_dir, num_folds=4, fold=4).setup()
+
+
+@pytest.mark.parametrize("model", ["text_ffn", "bilstm", "fasttext", "text_transformer"])
+def test_the_preflight_check_passes_text_models_and_names_a_mismatch(imdb_dir, tmp_path, model):
+    cfg = compose_config(["data=imdb", f"model={model}", f"data.data_dir={imdb_dir}"], tmp_path)
+    example = instantiate(cfg.data).example_input()
+    assert example.dtype == torch.long and example.shape == (2, cfg.data.max_len)
+    check_model_fits_data(Classifier(instantiate(cfg.model), 2), example, model, "imdb")
+    with pytest.raises(ConfigError, match=f"model {model} cannot take the inputs of data imdb"):
+        check_model_fits_data(Classifier(instantiate(cfg.model), 2), torch.rand(2, 1, 28, 28), model, "imdb")

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import huggingface_hub
 import pytest
+import timm
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from medlit.classifier import Classifier
 from medlit.data.vocabulary import PAD_ID
-from medlit.models import BiLSTM, CustomCNN, FastText, num_logits
+from medlit.errors import MedlitError
+from medlit.models import BiLSTM, CustomCNN, FastText, TimmNet, num_logits
 from medlit.models.text import align_end
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, offline
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 TEXT_MODELS = [m for m in MODELS if "vocab_size" in OmegaConf.load(CONF / "model" / f"{m}.yaml")]
 IMAGE_MODELS = [m for m in MODELS if m not in TEXT_MODELS]
+# the named transfer models (mobilenetv2, vgg16, ...) are TimmNets like `timm`, checked here on one task;
+# every image model also runs a binary fast_dev_run on the chest X-rays in test_train
+NAMED_TIMM = {m for m in MODELS if "- timm" in (CONF / "model" / f"{m}.yaml").read_text()}
+CASES = [
+    (m, d)
+    for m in IMAGE_MODELS
+    if m not in NAMED_TIMM
+    for d in ("pneumoniamnist", "organcmnist")
+    if m != "timm" or d == "organcmnist"
+]
 
 
 def assert_all_parameters_learn(net: torch.nn.Module, out: torch.Tensor) -> None:
@@ -23,23 +37,24 @@ def assert_all_parameters_learn(net: torch.nn.Module, out: torch.Tensor) -> None
     assert not missing, f"parameters without gradient: {missing}"
 
 
-@pytest.mark.parametrize("data", ["pneumoniamnist", "organcmnist"])
-@pytest.mark.parametrize("model", IMAGE_MODELS)
+@pytest.mark.parametrize(("model", "data"), CASES)
 def test_model_outputs_and_gradients(model, data, tmp_path):
-    cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
+    cfg = offline(compose_config([f"model={model}", f"data={data}"], tmp_path))
     net = instantiate(cfg.model)
     x = torch.rand(4, cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
     out = net(x)
     assert out.shape == (4, num_logits(cfg.data.num_classes))
     assert torch.isfinite(out).all()
-    assert_all_parameters_learn(net, out)
+    out.square().sum().backward()
+    # one update first: timm's ResNets start their residual branches at zero (zero-initialised last norm)
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    net.zero_grad()
+    assert_all_parameters_learn(net, net(x))
 
 
 def token_ids(lengths: list[int], max_len: int, vocab_size: int) -> torch.Tensor:
     """Random word ids, padded with PAD_ID after each row's `lengths[i]` words."""
-    ids = torch.randint(
-        PAD_ID + 2, vocab_size, (len(lengths), max_len), generator=torch.Generator().manual_seed(0)
-    )
+    ids = torch.randint(PAD_ID + 2, vocab_size, (len(lengths), max_len), generator=torch.Generator().manual_seed(0))
     for row, length in zip(ids, lengths, strict=True):
         row[length:] = PAD_ID
     return ids
@@ -73,9 +88,7 @@ def test_max_pooled_bilstm_ignores_padding():
     ids = token_ids([30, 12, 1], max_len=30, vocab_size=500)
     with torch.no_grad():
         alone = torch.cat([net(ids[i : i + 1, : max(1, int((ids[i] != PAD_ID).sum()))]) for i in range(3)])
-        assert torch.allclose(
-            net(torch.cat([ids, torch.zeros(3, 30, dtype=torch.long)], dim=1)), alone, atol=1e-5
-        )
+        assert torch.allclose(net(torch.cat([ids, torch.zeros(3, 30, dtype=torch.long)], dim=1)), alone, atol=1e-5)
 
 
 def test_the_feed_forward_network_sees_every_review_end_at_the_window_end():
@@ -105,3 +118,66 @@ def test_sparse_fasttext_touches_only_the_rows_of_its_batch():
     assert grad.is_sparse
     rows = set(grad.coalesce().indices()[0].tolist())
     assert rows == set(net.ngram_ids(ids)[0].tolist()) - {PAD_ID} and len(rows) == 5  # 3 words, 2 bigrams
+
+
+def test_timm_model_takes_any_timm_name_and_greyscale(tmp_path):
+    cfg = offline(compose_config(["model=timm", "model.name=mobilenetv3_small_050", "model.hidden=[16]"], tmp_path))
+    net = instantiate(cfg.model)
+    assert net.backbone.conv_stem.in_channels == 1
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, 1)
+    assert net.input_mean == pytest.approx([0.449]) and net.input_std == pytest.approx([0.226])
+
+
+def test_vgg16_head_sits_on_the_convolutional_base(tmp_path):
+    net = instantiate(offline(compose_config(["model=vgg16"], tmp_path)).model)
+    assert isinstance(net.backbone.pre_logits, torch.nn.Identity)
+    assert net.head[0].in_features == 512 and net.head[0].out_features == 512
+
+
+def test_weights_load_from_a_local_file_through_the_config(tmp_path):
+    """ImageNet-shaped weights (3 channels, 1000 classes) saved to a file load into a greyscale model."""
+    source = timm.create_model("resnet10t", pretrained=False)
+    path = tmp_path / "resnet10t.pth"
+    torch.save(source.state_dict(), path)
+    cfg = compose_config(["model=timm", "model.name=resnet10t", f"model.checkpoint_path={path}"], tmp_path)
+    net = instantiate(cfg.model)
+    loaded, saved = net.backbone.state_dict(), source.state_dict()
+    assert torch.equal(loaded["layer4.0.conv2.weight"], saved["layer4.0.conv2.weight"])
+    stem = saved["conv1.0.weight"].sum(dim=1, keepdim=True)  # timm folds RGB filters into one channel
+    assert torch.allclose(loaded["conv1.0.weight"], stem)
+    assert not torch.equal(
+        loaded["layer4.0.conv2.weight"], timm.create_model("resnet10t").state_dict()["layer4.0.conv2.weight"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.name=no_such_net"], "model.name='no_such_net' is not a timm model"),
+        (
+            ["model.checkpoint_path=/nowhere/weights.pth"],
+            "model.checkpoint_path=/nowhere/weights.pth: no such file",
+        ),
+    ],
+)
+def test_bad_timm_settings_are_explained(tmp_path, overrides, message):
+    cfg = compose_config(["model=timm", *overrides], tmp_path)
+    with pytest.raises(MedlitError, match=message):
+        TimmNet(**{k: v for k, v in cfg.model.items() if k != "_target_"})
+
+
+def test_the_classifier_takes_the_networks_normalisation_unless_the_data_sets_one(tmp_path):
+    cfg = offline(compose_config(["model=mobilenetv2", "data=chest_xray"], tmp_path))
+    net = instantiate(cfg.model)
+    assert cfg.classifier.input_mean is None
+    assert Classifier(net, 2).input_mean.flatten().tolist() == pytest.approx([0.449])
+    assert Classifier(net, 2, input_mean=[0.5], input_std=[0.2]).input_std.flatten().tolist() == [pytest.approx(0.2)]
+    assert Classifier(CustomCNN(1, 2), 2).input_mean.flatten().tolist() == [0.5]
+
+
+def test_pretrained_weights_without_network_name_the_offline_settings(monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(
+        MedlitError, match=r"could not fetch the pretrained weights of resnet10t .*model\.checkpoint_path"
+    ):
+        TimmNet("resnet10t", num_classes=2, pretrained=True)

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from medlit.training import train
 from tests.conftest import CONF
-from tests.test_models import TEXT_MODELS
+from tests.test_models import IMAGE_MODELS, TEXT_MODELS
 
 METRICS = {"acc", "precision", "recall", "specificity", "f1", "auroc", "loss"}
 
@@ -36,6 +36,14 @@ def test_fast_dev_run(train_config, data, model, tmp_path):
 @pytest.mark.parametrize("model", TEXT_MODELS)
 def test_text_fast_dev_run(train_config, model, tmp_path):
     train(train_config("data=imdb", f"model={model}", "debug=fdr", "data.max_len=32"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {f"test/{m}" for m in METRICS} <= set(metrics)
+
+
+@pytest.mark.parametrize("model", IMAGE_MODELS)
+def test_chest_xray_fast_dev_run(train_config, model, tmp_path):
+    """Every image network on the generated Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px."""
+    train(train_config("data=chest_xray", f"model={model}", "debug=fdr", "data.batch_size=4"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {f"test/{m}" for m in METRICS} <= set(metrics)
 
@@ -118,3 +126,12 @@ def test_bf16_mixed_precision_on_cpu(train_config, tmp_path):
 def test_every_experiment_runs(train_config, experiment, tmp_path):
     train(train_config(f"experiment={experiment}", "debug=fdr"))
     assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_organcmnist_trains_an_eleven_class_head(train_config, tmp_path):
+    train(train_config("data=organcmnist", "trainer.max_epochs=1"))
+    checkpoint = torch.load(next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
+    head = [v for k, v in checkpoint["state_dict"].items() if k.startswith("net.head.") and k.endswith("weight")]
+    assert head[-1].shape == (11, 256)
+    assert checkpoint["hyper_parameters"]["num_classes"] == 11
+    assert len(checkpoint["hyper_parameters"]["class_names"]) == 11

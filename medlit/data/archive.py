@@ -1,58 +1,69 @@
-"""Unpack downloaded data archives without trusting their member names."""
+"""Unpack zip and tar archives without letting any member land outside the target folder."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
+import zipfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from medlit.errors import DataError
 
 
-def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Extract the tar archive `archive` (any compression) into `dest`; return its top-level entries.
-
-    A data archive holds folders and regular files only, so every other member (symbolic and hard links,
-    devices, FIFOs) is refused, and so is a member whose path would land outside `dest` (`../x`, `/x` is
-    kept inside by `tarfile.data_filter`). Members are unpacked into a staging folder inside `dest` and
-    moved into place only when the whole archive has been read, so a refused or corrupt archive leaves
-    `dest` as it was; an entry that already exists in `dest` is never replaced.
-    """
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = dest / f".{archive.name}.extracting"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter=_data_members_of(archive))
-        entries = sorted(staging.iterdir())
-        clashes = [entry.name for entry in entries if (dest / entry.name).exists()]
-        if clashes:
-            raise DataError(f"{archive}: {', '.join(clashes)} already exist in {dest}; not replacing them")
-        for entry in entries:
-            os.replace(entry, dest / entry.name)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        raise DataError(f"could not extract {archive} into {dest}: {err}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return [dest / entry.name for entry in entries]
+def _outside(name: str, dest: Path) -> bool:
+    if PurePosixPath(name).is_absolute() or Path(name).is_absolute():
+        return True
+    target = (dest / name).resolve()
+    return not target.is_relative_to(dest.resolve())
 
 
-def _data_members_of(archive: Path):
-    """A tarfile extraction filter: regular files and folders inside the destination, nothing else."""
-
-    def check(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+def _check_tar(archive: Path, handle: tarfile.TarFile, dest: Path) -> None:
+    """A data archive holds folders and regular files: anything else, or a path leaving `dest`, refuses it."""
+    for member in handle.getmembers():
+        if _outside(member.name, dest):
+            raise DataError(f"{archive}: member {member.name!r} would be written outside {dest}; not unpacking")
+        if member.issym() or member.islnk():
+            base = str(PurePosixPath(member.name).parent) if member.issym() else ""
+            if _outside(str(PurePosixPath(base) / member.linkname), dest):
+                raise DataError(f"{archive}: link {member.name!r} points outside {dest}; not unpacking")
+            raise DataError(f"{archive}: member {member.name!r} is a link; not unpacking")
         if not (member.isfile() or member.isdir()):
-            kind = "a link" if member.issym() or member.islnk() else "a special file"
-            raise DataError(f"{archive}: member {member.name!r} is {kind}; refusing to extract the archive")
-        try:
-            return tarfile.data_filter(member, path)
-        except tarfile.FilterError as err:
-            raise DataError(
-                f"{archive}: member {member.name!r} is unsafe ({err}); refusing to extract"
-            ) from None
+            raise DataError(f"{archive}: member {member.name!r} is a device or pipe; not unpacking")
 
-    return check
+
+def unpack(archive: Path, dest: Path) -> Path:
+    """Unpack `archive` (zip or tar, compressed or not) into the new folder `dest`.
+
+    Every member is checked before anything is written: absolute paths, `..`, links and device files
+    refuse the whole archive. Unpacking goes to `<dest>.partial` and is renamed into place at the end,
+    so an interrupted run or a truncated archive never leaves a half-filled `dest`.
+    """
+    if dest.exists() and any(dest.iterdir()):
+        raise DataError(f"{dest} exists and is not empty; move it away or unpack elsewhere")
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as handle:
+                for name in handle.namelist():
+                    if _outside(name, partial):
+                        raise DataError(f"{archive}: member {name!r} would be written outside {dest}; not unpacking")
+                handle.extractall(partial)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as handle:
+                _check_tar(archive, handle, partial)
+                handle.extractall(partial, filter="data")
+        else:
+            raise DataError(f"{archive} is neither a zip nor a tar archive")
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, tarfile.TarError) as err:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(f"cannot unpack {archive}: {err}") from None
+    except DataError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if dest.exists():
+        dest.rmdir()
+    partial.rename(dest)
+    return dest

@@ -6,16 +6,24 @@ from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medlit.data.sampling import EpochSampler, derive_seed, run_seed
 
 
 class ImageTensorDataset(Dataset):
     """uint8 images of shape (N, C, H, W) with integer labels, decoded once and kept in memory.
 
     `transform` (e.g. torchvision transforms v2) runs per image on the uint8 tensor; `channels=3` repeats a
-    greyscale image for networks that want RGB, without storing three copies.
+    greyscale image for networks that want RGB, without storing three copies. Indexed with
+    `(epoch, index)` (see `EpochSampler`), the transform's randomness is drawn from `(seed, epoch, index)`,
+    so an example is augmented the same way in a resumed run and with any number of workers.
     """
+
+    keyed_by_epoch = True
 
     def __init__(
         self,
@@ -25,24 +33,29 @@ class ImageTensorDataset(Dataset):
         channels: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(
-                f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
-            )
+            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels.long()
         self.transform = transform
         self.channels = channels or images.shape[1]
+        self.seed = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
         image = self.images[index]
         if self.channels != image.shape[0]:
             image = image.expand(self.channels, -1, -1)
         if self.transform is not None:
-            image = self.transform(image)
+            if epoch is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(derive_seed(self.seed, epoch, index))
+                    image = self.transform(image)
         return image, self.labels[index]
 
 
@@ -52,6 +65,8 @@ class ClassificationDataModule(pl.LightningDataModule):
     Subclasses fill `train_set`, `val_set`, `test_set` in `setup` and set `class_names`; this class turns
     them into loaders and tells the model configs how many classes and input channels to expect.
     `mean`/`std` are the normalisation the classifier applies to this data's [0, 1] intensities.
+    `num_folds`/`fold` select one fold of a stratified cross-validation as the validation split (how each
+    data set pools and groups its examples is its own); `split_seed` fixes the folds.
     """
 
     def __init__(
@@ -62,9 +77,15 @@ class ClassificationDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        shuffle: bool = True,
+        num_folds: int | None = None,
+        fold: int = 0,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         self.mean, self.std = mean, std
+        self.shuffle = shuffle
+        self.num_folds, self.fold, self.split_seed = num_folds, fold, split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -85,17 +106,58 @@ class ClassificationDataModule(pl.LightningDataModule):
             raise RuntimeError("class_counts is known after setup('fit')")
         return torch.bincount(self.train_labels(), minlength=self.num_classes)
 
+    def example_input(self, batch_size: int = 2) -> Tensor:
+        """A batch shaped like this data's inputs (uint8 images of `in_channels` x `image_size`^2)."""
+        return torch.zeros(batch_size, self.in_channels, self.image_size, self.image_size, dtype=torch.uint8)
+
     def train_labels(self) -> Tensor:
         return self.train_set.labels
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True, drop_last=False)
+        """Batches in an order drawn from (seed, epoch); see `EpochSampler`."""
+        dataset, seed = self.train_set, run_seed()
+        if hasattr(dataset, "seed"):
+            dataset.seed = seed
+        sampler = self._train_sampler(dataset, seed)
+        # the loader's own generator seeds the workers, so creating it leaves the global RNG untouched
+        generator = torch.Generator().manual_seed(seed)
+        # a last batch of one example would break BatchNorm's training statistics
+        drop_last = len(dataset) > self.batch_size
+        return self._loader(dataset, self.batch_size, sampler=sampler, generator=generator, drop_last=drop_last)
+
+    def _train_sampler(self, dataset: Dataset, seed: int) -> EpochSampler:
+        """The training order of every epoch, drawn from (seed, epoch) and sharded under DDP."""
+        return EpochSampler(
+            len(dataset),
+            seed,
+            epoch=self._current_epoch,
+            weights=self.sample_weights(),
+            shuffle=self.shuffle,
+            keyed=getattr(dataset, "keyed_by_epoch", False),
+        )
+
+    def sample_weights(self) -> Tensor | None:
+        """Per-example sampling weights for the training loader (None: shuffle without replacement)."""
+        return None
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size)
+        return self._loader(self.val_set, self.eval_batch_size, sampler=self._eval_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size)
+        return self._loader(self.test_set, self.eval_batch_size, sampler=self._eval_sampler(self.test_set))
+
+    def _current_epoch(self) -> int:
+        """The epoch the next training iterator serves. Lightning's count of processed epochs is right
+        also when a run resumes from a checkpoint taken after validation, before the epoch was closed."""
+        return self.trainer.fit_loop.epoch_progress.current.processed if self.trainer is not None else 0
+
+    @staticmethod
+    def _eval_sampler(dataset: Dataset | None) -> Sampler | None:
+        """Under DDP, each example is evaluated exactly once (no padding repeats), so metrics match one
+        process exactly; processes may then see one batch more or less."""
+        if dataset is None or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return None
+        return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,13 +14,14 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
-from medlit.data.archive import extract_tar
+from medlit.data.archive import unpack
 from medlit.data.base import ClassificationDataModule
 from medlit.data.download import fetch, md5sum
-from medlit.data.split import stratified_split
-from medlit.data.vocabulary import PAD_ID, TRUNCATION_SIDES, build_vocabulary, encode, word_tokenizer
+from medlit.data.sampling import EpochSampler, LengthBucketSampler, LengthOrderSampler
+from medlit.data.splits import cross_validation_fold, stratified_split
+from medlit.data.vocabulary import PAD_ID, TRUNCATION_SIDES, UNK_ID, build_vocabulary, encode, word_tokenizer
 from medlit.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -46,36 +48,13 @@ class TokenDataset(Dataset):
         return self.ids[index], self.labels[index]
 
 
-class LengthBatchSampler(Sampler[list[int]]):
-    """Batches of reviews of similar length, for models that cut a batch to its longest review.
-
-    With `shuffle`, reviews are drawn in random order in pools of `pool` batches, each pool is sorted by
-    length and cut into batches, and the batches are shuffled: every epoch differs, yet a batch carries
-    little padding. Without, batches follow length order (evaluation).
-    """
-
-    def __init__(self, lengths: Tensor, batch_size: int, shuffle: bool, pool: int = 50) -> None:
-        self.lengths, self.batch_size, self.shuffle, self.pool = lengths, batch_size, shuffle, pool
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def __iter__(self):
-        if not self.shuffle:
-            yield from (b.tolist() for b in self.lengths.argsort(stable=True).split(self.batch_size))
-            return
-        batches = []
-        for pool in torch.randperm(len(self.lengths)).split(self.batch_size * self.pool):
-            batches += pool[self.lengths[pool].argsort(stable=True)].split(self.batch_size)
-        yield from (batches[i].tolist() for i in torch.randperm(len(batches)))
-
-
 class IMDBDataModule(ClassificationDataModule):
     """IMDb reviews from the original `aclImdb/{train,test}/{neg,pos}/*.txt` layout under `data_dir`.
 
     `prepare_data` extracts `<data_dir>/<archive>` if `aclImdb/` is not there, downloading the archive first
     (from `url` or `mirrors`, MD5-checked) if it is missing too. Validation is a stratified, seeded
-    `val_fraction` of the training reviews. The vocabulary (the `vocab_size` most frequent words) is learned
+    `val_fraction` of the training reviews, or with `num_folds` fold `fold` of stratified folds over them.
+    The vocabulary (the `vocab_size` most frequent words) is learned
     from the remaining training reviews only; every review becomes `max_len` token ids.
 
     Tokenised splits are cached in `cache_dir` under a key made of these settings and the review files'
@@ -83,9 +62,9 @@ class IMDBDataModule(ClassificationDataModule):
     tokenizer is written to the run directory as `tokenizer.json` and stored in checkpoints; a checkpoint
     tested with a different configured vocabulary re-tokenises the reviews with its own.
 
-    `bucket_by_length=True` batches reviews of similar length (`LengthBatchSampler`), which makes the
-    recurrent and attention models, which cut each batch to its longest review, much cheaper per epoch;
-    it is for single-process training (DDP needs Lightning's distributed sampler).
+    `bucket_by_length=True` batches reviews of similar length (`LengthBucketSampler`, drawn from
+    (seed, epoch) like every training order), which makes the recurrent and attention models, which cut
+    each batch to its longest review, much cheaper per epoch; evaluation then runs in order of length.
     """
 
     def __init__(
@@ -105,7 +84,7 @@ class IMDBDataModule(ClassificationDataModule):
         num_classes: int | None = None,
         **loader_kwargs,
     ) -> None:
-        super().__init__(**loader_kwargs)
+        super().__init__(split_seed=split_seed, **loader_kwargs)
         if not 0 < val_fraction < 1:
             raise DataError(f"data.val_fraction={val_fraction} must be between 0 and 1")
         if vocab_size < 3:
@@ -123,7 +102,7 @@ class IMDBDataModule(ClassificationDataModule):
         self.urls = [url or URL, *mirrors]
         self.md5 = md5 or MD5
         self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / "cache"
-        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.val_fraction = val_fraction
         self.vocab_size, self.max_len, self.truncation_side = vocab_size, max_len, truncation_side
         self.bucket_by_length = bucket_by_length
         self.tokenizer: Tokenizer | None = None
@@ -161,28 +140,21 @@ class IMDBDataModule(ClassificationDataModule):
             self.train_set = None
             self.setup()
 
-    def train_dataloader(self) -> DataLoader:
-        if self.bucket_by_length:
-            return self._bucketed(self.train_set, self.batch_size, shuffle=True)
-        return super().train_dataloader()
+    def example_input(self, batch_size: int = 2) -> Tensor:
+        """Token ids shaped like this data's batches: `max_len` words, then a review half as long."""
+        ids = torch.full((batch_size, self.max_len), UNK_ID, dtype=torch.long)
+        ids[1:, max(1, self.max_len // 2) :] = PAD_ID
+        return ids
 
-    def val_dataloader(self) -> DataLoader:
-        if self.bucket_by_length:
-            return self._bucketed(self.val_set, self.eval_batch_size, shuffle=False)
-        return super().val_dataloader()
+    def _train_sampler(self, dataset: TokenDataset, seed: int) -> EpochSampler:
+        if not self.bucket_by_length:
+            return super()._train_sampler(dataset, seed)
+        return LengthBucketSampler(_lengths(dataset), self.batch_size, seed, self._current_epoch, self.shuffle)
 
-    def test_dataloader(self) -> DataLoader:
-        if self.bucket_by_length:
-            return self._bucketed(self.test_set, self.eval_batch_size, shuffle=False)
-        return super().test_dataloader()
-
-    def _bucketed(self, dataset: TokenDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("IMDBDataModule.setup() has not created this split")
-        sampler = LengthBatchSampler((dataset.ids != PAD_ID).sum(dim=1), batch_size, shuffle)
-        return DataLoader(
-            dataset, batch_sampler=sampler, num_workers=self.num_workers, pin_memory=self.pin_memory
-        )
+    def _eval_sampler(self, dataset: TokenDataset | None) -> Sampler | None:
+        if not self.bucket_by_length or dataset is None:
+            return super()._eval_sampler(dataset)
+        return LengthOrderSampler(_lengths(dataset))
 
     def _extract(self) -> None:
         if self.archive.exists():
@@ -203,9 +175,13 @@ class IMDBDataModule(ClassificationDataModule):
                     f"there, set data.data_dir to the folder that holds them, or set data.url to a mirror"
                 ) from None
         log.info("Extracting %s into %s", self.archive, self.data_dir)
-        extract_tar(self.archive, self.data_dir)
-        if not self.root.is_dir():
-            raise DataError(f"{self.archive} has no {FOLDER}/ folder at its top level")
+        unpacked = unpack(self.archive, self.data_dir / f".{FOLDER}.unpacked")
+        try:
+            if not (unpacked / FOLDER).is_dir():
+                raise DataError(f"{self.archive} has no {FOLDER}/ folder at its top level")
+            (unpacked / FOLDER).rename(self.root)
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
 
     def _tokenised_splits(self, load: bool = True) -> dict | None:
         """Token ids and labels of every split and the tokenizer, from the cache or tokenised now.
@@ -214,7 +190,11 @@ class IMDBDataModule(ClassificationDataModule):
         """
         listing = {split: self._list_reviews(split) for split in ("train", "test")}
         train_labels = torch.tensor([label for _, label, _ in listing["train"]])
-        keep, held_out = stratified_split(train_labels, self.val_fraction, self.split_seed)
+        if self.num_folds:
+            keep, held_out = cross_validation_fold(train_labels.numpy(), self.num_folds, self.fold, self.split_seed)
+        else:
+            keep, held_out = stratified_split(train_labels.tolist(), self.val_fraction, self.split_seed)
+        keep, held_out = torch.as_tensor(keep), torch.as_tensor(held_out)
         # evaluation splits in a seeded random order, so that any first batches mix both classes
         generator = torch.Generator().manual_seed(self.split_seed)
         held_out = held_out[torch.randperm(len(held_out), generator=generator)]
@@ -294,9 +274,7 @@ class IMDBDataModule(ClassificationDataModule):
     def _cache_key(self, listing: dict[str, list]) -> str:
         """A digest of everything the tokenised tensors depend on: settings, vocabulary and review files."""
         files = [
-            (split, str(path.relative_to(self.root)), stat)
-            for split in listing
-            for path, _, stat in listing[split]
+            (split, str(path.relative_to(self.root)), stat) for split in listing for path, _, stat in listing[split]
         ]
         settings = {
             "pipeline": word_tokenizer().to_str(),
@@ -305,6 +283,7 @@ class IMDBDataModule(ClassificationDataModule):
             "max_len": self.max_len,
             "truncation_side": self.truncation_side,
             "val_fraction": self.val_fraction,
+            "folds": [self.num_folds, self.fold] if self.num_folds else None,
             "split_seed": self.split_seed,
             "files": files,
         }
@@ -316,6 +295,11 @@ class IMDBDataModule(ClassificationDataModule):
             run_dir = Path(trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             self.tokenizer.save(str(run_dir / "tokenizer.json"))
+
+
+def _lengths(dataset: TokenDataset) -> Tensor:
+    """Words per review (the ids are padded after the last word)."""
+    return (dataset.ids != PAD_ID).sum(dim=1)
 
 
 def _read_review(path: Path) -> str:

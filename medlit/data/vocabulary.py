@@ -32,9 +32,7 @@ def word_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def build_vocabulary(
-    texts: Sequence[str], vocab_size: int, max_len: int, truncation_side: str = "left"
-) -> Tokenizer:
+def build_vocabulary(texts: Sequence[str], vocab_size: int, max_len: int, truncation_side: str = "left") -> Tokenizer:
     """A tokenizer whose vocabulary is [PAD], [UNK] and the `vocab_size - 2` most frequent words of `texts`.
 
     Encodings are cut to `max_len` tokens, dropping the start (`truncation_side="left"`, where a review's

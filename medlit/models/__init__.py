@@ -4,6 +4,7 @@ from medlit.models.cnn import BaselineCNN, CustomCNN
 from medlit.models.mlp import DenseMLP
 from medlit.models.outputs import num_logits
 from medlit.models.text import BiLSTM, FastText, TextFFN, TextTransformer
+from medlit.models.timm_models import TimmNet
 
 __all__ = [
     "BaselineCNN",
@@ -13,5 +14,6 @@ __all__ = [
     "FastText",
     "TextFFN",
     "TextTransformer",
+    "TimmNet",
     "num_logits",
 ]

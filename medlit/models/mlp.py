@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import pairwise
 
 from torch import Tensor, nn
 
-from medlit.models.outputs import num_logits
+from medlit.models.outputs import dense_head
 
 
 class DenseMLP(nn.Module):
@@ -22,12 +21,9 @@ class DenseMLP(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        sizes = [in_channels * image_size * image_size, *hidden]
-        layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in pairwise(sizes):
-            layers += [nn.Linear(a, b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-        layers.append(nn.Linear(sizes[-1], num_logits(num_classes)))
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(
+            nn.Flatten(), *dense_head(in_channels * image_size * image_size, hidden, dropout, num_classes)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)

@@ -157,9 +157,7 @@ class FastText(nn.Module):
             raise ValueError(f"ngrams must be at least 1, got {ngrams}")
         self.vocab_size, self.ngrams, self.buckets = vocab_size, ngrams, buckets
         rows = vocab_size + (buckets if ngrams > 1 else 0)
-        self.embedding = small_init(
-            nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=PAD_ID, sparse=sparse)
-        )
+        self.embedding = small_init(nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=PAD_ID, sparse=sparse))
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(embed_dim, num_logits(num_classes))
 
@@ -214,18 +212,14 @@ class TextTransformer(nn.Module):
         layer = nn.TransformerEncoderLayer(
             d_model, heads, ff_dim, dropout, activation="gelu", batch_first=True, norm_first=True
         )
-        self.encoder = nn.TransformerEncoder(
-            layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
-        )
+        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(d_model, num_logits(num_classes))
 
     def forward(self, ids: Tensor) -> Tensor:
         length = int(sequence_lengths(ids).max())
         if length > len(self.positions):
-            raise ValueError(
-                f"reviews of {length} tokens, but the model encodes at most {len(self.positions)}"
-            )
+            raise ValueError(f"reviews of {length} tokens, but the model encodes at most {len(self.positions)}")
         ids = ids[:, :length]
         padding = ids == PAD_ID
         padding[:, 0] = False  # an empty review attends to its first position rather than to nothing (NaN)

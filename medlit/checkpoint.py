@@ -1,0 +1,55 @@
+"""Reading and writing checkpoints safely: atomic writes, and no unpickling of code on load."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from medlit.errors import MedlitError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the same folder, syncs it, then renames it.
+
+    A process killed mid-write (pre-emption, OOM killer) leaves the previous checkpoint of that name
+    intact: the rename is atomic on a local file system, unlike a copy from a temporary folder elsewhere.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with open(partial, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint as tensors and plain Python values only (`weights_only=True`).
+
+    A file that would need to unpickle arbitrary objects, which can run code, is refused with an error
+    that names it; so is a missing or truncated file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedlitError(f"checkpoint {path} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise MedlitError(
+            f"refusing to load {path}: it holds objects other than tensors and plain values, which could "
+            f"run code when unpickled ({reason})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise MedlitError(f"{path} is not a readable checkpoint ({err})") from None

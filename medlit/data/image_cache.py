@@ -1,0 +1,142 @@
+"""Decode image files once, in parallel, into a uint8 tensor cached on disk.
+
+Full-resolution X-ray JPEGs (1-3k px) cost far more to decode than a small network costs to train on
+them, so each file is decoded and resized once. The cache file is named by a hash of the file list,
+sizes and modification times and of the output size: a changed data set gets a new cache, never a
+stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+# bump when decoding changes, so caches written by older code are not served
+FORMAT_VERSION = 1
+_SERIAL_BELOW = 64  # fewer files than this decode in-process: starting workers would cost more
+
+
+@dataclass
+class DecodedImages:
+    """Greyscale images (N, 1, size, size) of the readable files, and why the others were not read."""
+
+    images: Tensor
+    files: list[str]
+    bad: list[tuple[str, str]]
+    decoded: int  # files decoded by this call: 0 when served from the cache
+
+
+def decode_image(path: str, size: int) -> np.ndarray:
+    """One file as a greyscale uint8 (size, size) array; odd formats are converted, not refused.
+
+    JPEGs are decoded at the smallest DCT scale that still covers `size` (PIL's draft mode), which
+    makes large X-rays several times faster to read. 16-bit greyscale is scaled to 8 bits, RGB(A),
+    CMYK and palette images are converted to luminance (alpha is dropped).
+    """
+    with Image.open(path) as image:
+        image.draft("L", (size, size))
+        if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) greyscale
+            wide = np.asarray(image, dtype=np.float32) / 257.0
+            image = Image.fromarray(wide.clip(0, 255).round().astype(np.uint8))
+        elif image.mode != "L":
+            image = image.convert("L")
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+        return np.asarray(image, dtype=np.uint8)
+
+
+def _decode_or_reason(args: tuple[str, int]) -> np.ndarray | str:
+    path, size = args
+    try:
+        return decode_image(path, size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def cache_key(root: Path, files: Sequence[str], size: int) -> str:
+    """Hash of what the decoded images depend on: relative paths, byte sizes, mtimes, output size."""
+    entries = []
+    for name in files:
+        stat = (root / name).stat()
+        entries.append((name, stat.st_size, stat.st_mtime_ns))
+    payload = json.dumps({"version": FORMAT_VERSION, "size": size, "files": entries})
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def cache_path(cache_dir: Path, root: Path, files: Sequence[str], size: int) -> Path:
+    """`<cache_dir>/<folder>-<hash of its path>_<size>px_<content key>.pt`."""
+    place = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"{root.name}-{place}_{size}px_{cache_key(root, files, size)}.pt"
+
+
+def decode_all(root: Path, files: Sequence[str], size: int, workers: int | None = None) -> DecodedImages:
+    """Decode `files` (relative to `root`) with `workers` processes (default: every core)."""
+    workers = workers or os.cpu_count() or 1
+    jobs = [(str(root / name), size) for name in files]
+    start = time.perf_counter()
+    if workers == 1 or len(jobs) < _SERIAL_BELOW:
+        results = [_decode_or_reason(job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_decode_or_reason, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+    good = [(name, r) for name, r in zip(files, results, strict=True) if isinstance(r, np.ndarray)]
+    bad = [(name, r) for name, r in zip(files, results, strict=True) if isinstance(r, str)]
+    images = torch.from_numpy(np.stack([a for _, a in good])) if good else torch.empty(0, size, size)
+    log.info(
+        "Decoded %d images to %d px in %.1f s with %d process(es)%s",
+        len(files),
+        size,
+        time.perf_counter() - start,
+        workers if len(jobs) >= _SERIAL_BELOW else 1,
+        f"; {len(bad)} unreadable" if bad else "",
+    )
+    return DecodedImages(images.to(torch.uint8).unsqueeze(1), [n for n, _ in good], bad, len(files))
+
+
+def load_or_decode(
+    root: Path, files: Sequence[str], size: int, cache_dir: Path | None, workers: int | None = None
+) -> DecodedImages:
+    """The decoded `files`, read from the cache when it matches them, else decoded (and cached)."""
+    if cache_dir is None:
+        return decode_all(root, files, size, workers)
+    path = cache_path(cache_dir, root, files, size)
+    if path.exists():
+        try:
+            stored = torch.load(path, weights_only=True, mmap=True)
+            bad = [(name, reason) for name, reason in stored["bad"]]
+            log.info("Read %d cached images from %s", len(stored["files"]), path)
+            return DecodedImages(stored["images"], stored["files"], bad, decoded=0)
+        except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
+            log.warning("The cache %s is unreadable (%s): decoding the images again", path, err)
+    result = decode_all(root, files, size, workers)
+    _write(path, result)
+    return result
+
+
+def _write(path: Path, result: DecodedImages) -> None:
+    """Write atomically, then remove caches of earlier versions of the same folder at the same size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+    content = {"images": result.images, "files": result.files, "bad": [list(b) for b in result.bad]}
+    torch.save(content, partial)
+    os.replace(partial, path)
+    prefix = path.name.rsplit("_", 1)[0] + "_"
+    for stale in path.parent.glob(f"{prefix}*.pt"):
+        if stale != path:
+            stale.unlink(missing_ok=True)
+            log.info("Removed the outdated cache %s", stale)
+    log.info("Cached the decoded images in %s", path)

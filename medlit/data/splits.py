@@ -1,0 +1,98 @@
+"""Validation splits carved from training data: stratified by class, grouped by patient, seeded.
+
+The seed is the data's split seed, not the run's, so repeated seeds train and validate on the same split.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+from pathlib import PurePath
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from medlit.errors import ConfigError
+
+# Kermany et al.'s file names: person1_virus_6 -> person1; IM-0001-0001 -> IM-0001;
+# NORMAL2-IM-1427-0001 -> NORMAL2-IM-1427 (the last number counts the patient's images)
+_PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)
+_IMAGE_NUMBER = re.compile(r"^(.+)-\d+$")
+
+
+def patient_id(filename: str) -> str:
+    """The patient a chest X-ray belongs to, read from its file name (the name itself when unknown)."""
+    stem = PurePath(filename).stem
+    match = _PERSON.match(stem) or _IMAGE_NUMBER.match(stem)
+    return match.group(1) if match else stem
+
+
+def grouped_split(
+    labels: Sequence[int], groups: Sequence[Hashable], fraction: float, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): about `fraction` of each class held out, whole groups at a time.
+
+    A group (patient) goes with the class most of its images have; per class, groups are drawn in a
+    seeded random order until the held-out share is reached, so the split is the same on every run and
+    independent of the training seed.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for group, indices in members.items():
+        majority = Counter(labels[i] for i in indices).most_common(1)[0][0]
+        by_class[majority].append(group)
+
+    rng = random.Random(seed)
+    held: list[int] = []
+    for label in sorted(by_class):
+        names = sorted(by_class[label])
+        rng.shuffle(names)
+        target = max(1, round(fraction * sum(len(members[g]) for g in names)))
+        taken = 0
+        for group in names:
+            if taken >= target:
+                break
+            held += members[group]
+            taken += len(members[group])
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): about `fraction` of each class held out, every example its own group."""
+    return grouped_split(labels, range(len(labels)), fraction, seed)
+
+
+def cross_validation_fold(
+    labels: Sequence[int] | np.ndarray,
+    num_folds: int,
+    fold: int,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) of fold `fold` of `num_folds` stratified folds.
+
+    With `groups` (patient ids), every group falls in exactly one validation fold, so no patient is on
+    both sides. `seed` fixes the folds.
+    """
+    if num_folds < 2:
+        raise ConfigError(f"data.num_folds={num_folds}: cross-validation needs at least 2 folds")
+    if not 0 <= fold < num_folds:
+        raise ConfigError(f"data.fold={fold} is not one of 0..{num_folds - 1} (data.num_folds={num_folds})")
+    labels = np.asarray(labels)
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(np.zeros(len(labels)), labels)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(np.zeros(len(labels)), labels, groups=np.asarray(groups))
+    for index, (train, val) in enumerate(folds):
+        if index == fold:
+            return train, val
+    raise AssertionError("unreachable: fold was checked against num_folds")

@@ -1,0 +1,76 @@
+"""Two-stage fine-tuning: a frozen backbone first, then its upper layers at a lower learning rate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medlit.classifier import Classifier
+from medlit.errors import MedlitError
+from medlit.finetune import TwoStageFinetuning, layers_from
+from medlit.models import CustomCNN, TimmNet
+from medlit.training import train
+
+
+@pytest.fixture
+def model() -> Classifier:
+    return Classifier(TimmNet("mobilenetv3_small_050", num_classes=2, in_chans=1, hidden=[8]), num_classes=2)
+
+
+def test_layers_are_chosen_by_index_or_name(model):
+    backbone = model.net.backbone
+    layers = layers_from(backbone, 0)
+    assert layers[0] is backbone.conv_stem
+    assert layers_from(backbone, "blocks.3")[0] is backbone.blocks[3][0].conv_pw
+    assert layers_from(backbone, -2) == layers[-2:]
+    with pytest.raises(MedlitError, match="unfreeze_from=999, but the backbone has"):
+        layers_from(backbone, 999)
+    with pytest.raises(MedlitError, match=r"unfreeze_from='blocks\.99' names no layer.*conv_stem"):
+        layers_from(backbone, "blocks.99")
+
+
+def test_backbone_frozen_first_then_unfrozen_from_the_layer_at_a_lower_rate(model):
+    callback = TwoStageFinetuning(freeze_epochs=2, unfreeze_from="blocks.3", backbone_lr_factor=0.1, train_bn=False)
+    callback.freeze_before_training(model)
+    backbone = model.net.backbone
+    assert not any(p.requires_grad for p in backbone.parameters())
+    assert all(p.requires_grad for p in model.net.head.parameters())
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+
+    callback.finetune_function(model, 1, optimizer)
+    assert len(optimizer.param_groups) == 1
+
+    callback.finetune_function(model, 2, optimizer)
+    assert len(optimizer.param_groups) == 2
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(1e-4)
+    assert all(p.requires_grad for p in backbone.blocks[3].parameters())
+    assert all(p.requires_grad for p in backbone.conv_head.parameters())
+    assert not any(p.requires_grad for p in backbone.blocks[2].parameters())
+    assert not backbone.conv_stem.weight.requires_grad
+
+
+def test_a_network_without_backbone_is_explained():
+    with pytest.raises(MedlitError, match=r"needs a network with a backbone.*CustomCNN has none"):
+        TwoStageFinetuning().freeze_before_training(Classifier(CustomCNN(1, 2), num_classes=2))
+
+
+def test_two_stage_run_from_the_config(train_config, tmp_path):
+    cfg = train_config(
+        "data=chest_xray",
+        "model=timm",
+        "model.name=mobilenetv3_small_050",
+        "callbacks=[default,finetune]",
+        "callbacks.finetune.freeze_epochs=1",
+        "callbacks.finetune.unfreeze_from=blocks.4",
+        "callbacks.finetune.backbone_lr_factor=0.5",
+        "optimizer.lr=1e-3",
+        "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.save_top_k=-1",  # keep every epoch's checkpoint
+        "test=false",
+    )
+    train(cfg)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    frozen, unfrozen = (torch.load(checkpoints / f"epoch_00{i}.ckpt", weights_only=True) for i in (0, 1))
+    assert len(frozen["optimizer_states"][0]["param_groups"]) == 1
+    groups = unfrozen["optimizer_states"][0]["param_groups"]
+    assert [g["lr"] for g in groups] == [pytest.approx(1e-3), pytest.approx(5e-4)]
