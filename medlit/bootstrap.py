@@ -1,4 +1,4 @@
-"""Percentile bootstrap confidence intervals for accuracy, AUROC, sensitivity and specificity.
+"""Percentile bootstrap confidence intervals for accuracy, AUROC, sensitivity (recall) and specificity.
 
 A test split of a few hundred X-rays gives metrics that move by several points from one sample of patients
 to the next; an interval says how far. Each bootstrap resample draws the test examples with replacement;
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("acc", "auroc", "sensitivity", "specificity")
+METRICS = ("acc", "auroc", "recall", "specificity")  # recall is sensitivity
 _BLOCK_ELEMENTS = 4_000_000  # multiplicities held in memory at once (32 MB of float64)
 
 
@@ -43,7 +43,7 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
 
 
 def metric_values(probs: np.ndarray, target: np.ndarray, threshold: float, weights: np.ndarray) -> dict:
-    """Accuracy, AUROC, sensitivity and specificity for each row of example weights (B, N)."""
+    """Accuracy, AUROC, recall (sensitivity) and specificity for each row of example weights (B, N)."""
     target = np.asarray(target)
     predicted = predicted_labels(probs, threshold)
     classes = [1] if probs.ndim == 1 else range(probs.shape[1])
@@ -57,7 +57,7 @@ def metric_values(probs: np.ndarray, target: np.ndarray, threshold: float, weigh
         return {
             "acc": weights @ (predicted == target) / weights.sum(axis=1),
             "auroc": _mean(auroc),
-            "sensitivity": _mean(sens),
+            "recall": _mean(sens),
             "specificity": _mean(spec),
         }
 

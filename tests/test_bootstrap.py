@@ -25,7 +25,7 @@ def test_point_values_match_the_definitions():
     probs = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1])
     target = np.array([1, 1, 1, 0, 0, 0])
     values = metric_values(probs, target, 0.5, np.ones((1, 6)))
-    assert values["sensitivity"][0] == pytest.approx(2 / 3)
+    assert values["recall"][0] == pytest.approx(2 / 3)
     assert values["specificity"][0] == pytest.approx(2 / 3)
     assert values["acc"][0] == pytest.approx(4 / 6)
     assert values["auroc"][0] == pytest.approx(roc_auc_score(target, probs))
@@ -43,7 +43,7 @@ def test_binary_rates_match_the_binomial_normal_approximation():
     target = np.r_[np.ones(100, int), np.zeros(900, int)]
     probs = np.r_[np.full(90, 0.9), np.full(10, 0.1), np.full(675, 0.1), np.full(225, 0.9)]
     intervals = confidence_intervals(probs, target, resamples=4000, seed=1)
-    for name, p, n in (("sensitivity", 0.9, 100), ("specificity", 0.75, 900), ("acc", 0.765, 1000)):
+    for name, p, n in (("recall", 0.9, 100), ("specificity", 0.75, 900), ("acc", 0.765, 1000)):
         half = 1.96 * np.sqrt(p * (1 - p) / n)
         assert intervals[name][0] == pytest.approx(p - half, abs=0.15 * half), name
         assert intervals[name][1] == pytest.approx(p + half, abs=0.15 * half), name
