@@ -122,12 +122,13 @@ def _multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
+def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run `task(cfg)` inside a Hydra job and say where its outputs went.
 
-    In a multirun any failure is logged (with its traceback if it is a bug) and the job returns NaN, so
-    one failing configuration does not end a sweep; sweepers treat NaN as a failed trial. In a single run
-    a mistake is written to the run's log and reported as one line; a bug keeps its traceback.
+    In a multirun a failure is logged (with its traceback if it is a bug) and raised to the sweeper, which
+    records the job as failed and goes on with the others: Hydra's basic sweeper runs every job and then
+    exits non-zero, the Optuna sweeper marks the trial FAIL and continues the search. In a single run a
+    mistake is written to the run's log and reported as one line; a bug keeps its traceback.
     """
     output_dir = cfg.get("paths", {}).get("output_dir")
     if rank_zero_only.rank != 0:
@@ -138,7 +139,7 @@ def run_task(task: Callable[[DictConfig], T], cfg: DictConfig) -> T | float:
         explained = explain(err)
         if _multirun():
             log.error("Job failed: %s", explained[0] if explained else err, exc_info=explained is None)
-            return float("nan")
+            raise
         if explained is None:
             raise
         _log_to_files(explained[0])

@@ -1,5 +1,8 @@
 """OmegaConf resolvers the configs use; registered when medlit is imported, before Hydra composes."""
 
+import os
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 
@@ -15,6 +18,21 @@ def _checkpoint_run_dir(ckpt_path: str) -> str:
     return checkpoint_run_dir(ckpt_path)
 
 
+def _ensure_dir(path: str) -> str:
+    """Create a folder a plugin expects to exist (e.g. the one holding an Optuna SQLite study)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _if_rank_zero(value):
+    """`value` in the first process of a multi-process launch (torchrun, srun), else null."""
+    rank = next((os.environ[k] for k in ("RANK", "SLURM_PROCID", "LOCAL_RANK") if k in os.environ), "0")
+    return value if rank == "0" else None
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("coalesce", _coalesce, replace=True)
     OmegaConf.register_new_resolver("checkpoint_run_dir", _checkpoint_run_dir, replace=True)
+    OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
+    OmegaConf.register_new_resolver("if_rank_zero", _if_rank_zero, replace=True)
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)

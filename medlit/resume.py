@@ -17,17 +17,25 @@ log = logging.getLogger(__name__)
 _GROUPS = ("data", "model", "classifier", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 
 
-def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
-    """The configuration to run and the checkpoint to continue from (None for a fresh run).
+def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None, bool]:
+    """The configuration to run, the checkpoint to start from (None for a fresh run), and whether the run
+    continues in the checkpoint's own directory.
 
     With `resume=<run dir>` the run's own configuration is read from its `checkpoints/last.ckpt`, and only
-    `key=value` overrides given on this command line (e.g. `trainer.max_epochs=40`) change it. With
-    `ckpt_path=<file>` the checkpoint is checked (it must load with `weights_only=True`) and `cfg` is
-    used as given.
+    `key=value` overrides given on this command line (e.g. `trainer.max_epochs=40`) change it. A run whose
+    directory already holds a last.ckpt (a SLURM job requeued after pre-emption or its time limit)
+    continues from it with its configuration as given. With `ckpt_path=<file>` the checkpoint is checked
+    (it must load with `weights_only=True`) and `cfg` is used as given.
     """
     if not cfg.get("resume"):
         path = cfg.get("ckpt_path")
-        return cfg, (load_checkpoint(path) if path else None)
+        own_last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path and cfg.get("train", True) and own_last.is_file():
+            log.info("Continuing from %s, left by an earlier attempt of this run", own_last)
+            with open_dict(cfg):
+                cfg.ckpt_path = str(own_last)
+            return cfg, load_checkpoint(own_last), True
+        return cfg, (load_checkpoint(path) if path else None), False
     run_dir = Path(cfg.resume)
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
@@ -42,7 +50,7 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
         resumed.resume, resumed.ckpt_path = str(run_dir), str(last)
         resumed.paths.output_dir = cfg.paths.output_dir
     log.info("Resuming %s from epoch %d%s", run_dir, checkpoint["epoch"], f" with {changes}" if changes else "")
-    return resumed, checkpoint
+    return resumed, checkpoint, True
 
 
 def _command_line_changes() -> list[str]:

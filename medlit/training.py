@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> float | None:
     A binary model's decision threshold is chosen on validation (`threshold=`) and written into the
     selected checkpoint; the test report (metrics.json, figures, intervals) is made at that threshold.
     """
-    cfg, checkpoint = resume_config(cfg)
+    cfg, checkpoint, continuing = resume_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> float | None:
     preflight.check_output_dir(output_dir, model)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
-    loggers = build_loggers(cfg, checkpoint["global_step"] if cfg.get("resume") else None)
+    loggers = build_loggers(cfg, checkpoint["global_step"] if continuing else None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.get("train", True):

@@ -17,3 +17,16 @@ class KillAt(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FailJob(pl.Callback):
+    """Raise in one job of a multirun, as a trial that runs out of memory does."""
+
+    def __init__(self, job: int) -> None:
+        self.job = job
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().job.num == self.job:
+            raise RuntimeError("CUDA out of memory (simulated)")

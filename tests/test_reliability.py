@@ -260,3 +260,9 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )  # fmt: skip
     assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_a_requeued_job_continues_from_the_last_checkpoint_in_its_directory(train_config, tmp_path):
+    train(train_config("trainer.max_epochs=1"))
+    train(train_config("trainer.max_epochs=2"))  # same directory, as a SLURM requeue of the same job
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 6

@@ -65,6 +65,8 @@ class ClassificationDataModule(pl.LightningDataModule):
     Subclasses fill `train_set`, `val_set`, `test_set` in `setup` and set `class_names`; this class turns
     them into loaders and tells the model configs how many classes and input channels to expect.
     `mean`/`std` are the normalisation the classifier applies to this data's [0, 1] intensities.
+    `num_folds`/`fold` select one fold of a stratified cross-validation as the validation split (how each
+    data set pools and groups its examples is its own); `split_seed` fixes the folds.
     """
 
     def __init__(
@@ -76,10 +78,14 @@ class ClassificationDataModule(pl.LightningDataModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         shuffle: bool = True,
+        num_folds: int | None = None,
+        fold: int = 0,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         self.mean, self.std = mean, std
         self.shuffle = shuffle
+        self.num_folds, self.fold, self.split_seed = num_folds, fold, split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers

@@ -15,6 +15,7 @@ from torchvision.transforms.v2 import functional as F
 
 from medlit.data.base import ClassificationDataModule, ImageTensorDataset
 from medlit.data.download import fetch, md5sum
+from medlit.data.splits import cross_validation_fold
 from medlit.errors import DataError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -93,10 +94,21 @@ class MedMNISTDataModule(ClassificationDataModule):
         if self.train_set is not None:
             return
         images, labels = self._load()
+        if self.num_folds:
+            images, labels = self._folds(images, labels)
         kw = {"channels": self.in_channels}
         self.train_set = ImageTensorDataset(images["train"], labels["train"], self.train_transform, **kw)
         self.val_set = ImageTensorDataset(images["val"], labels["val"], **kw)
         self.test_set = ImageTensorDataset(images["test"], labels["test"], **kw)
+
+    def _folds(self, images: dict[str, Tensor], labels: dict[str, Tensor]) -> tuple[dict, dict]:
+        """Cross-validation over the official train and validation splits pooled; the test split stays."""
+        pool_images = torch.cat([images["train"], images["val"]])
+        pool_labels = torch.cat([labels["train"], labels["val"]])
+        train, val = cross_validation_fold(pool_labels.numpy(), self.num_folds, self.fold, self.split_seed)
+        images = {**images, "train": pool_images[train], "val": pool_images[val]}
+        labels = {**labels, "train": pool_labels[train], "val": pool_labels[val]}
+        return images, labels
 
     def _load(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         if not self.path.exists():

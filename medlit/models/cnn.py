@@ -46,7 +46,7 @@ class CustomCNN(nn.Module):
     """Conv blocks (conv, BatchNorm, ReLU, max-pool, dropout) 32->64->128->256, then dense 512->256->out.
 
     Global average pooling before the dense layers makes it work for any input size, from 28 px MedMNIST
-    to full-size X-rays.
+    to full-size X-rays. `width` scales every layer's size (0.5: half the channels), for searches.
     """
 
     def __init__(
@@ -57,8 +57,11 @@ class CustomCNN(nn.Module):
         hidden: Sequence[int] = (512, 256),
         conv_dropout: float = 0.1,
         dropout: float = 0.5,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
+        channels = [max(1, round(c * width)) for c in channels]
+        hidden = [max(1, round(h * width)) for h in hidden]
         widths = [in_channels, *channels]
         self.features = nn.Sequential(*(conv_block(a, b, conv_dropout) for a, b in pairwise(widths)))
         layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
