@@ -14,12 +14,13 @@ from __future__ import annotations
 import csv
 import html
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
@@ -29,7 +30,7 @@ from medlit.cli import launch, run_task
 from medlit.errors import ConfigError
 from medlit.eval import SPLITS, device
 from medlit.evaluation import Predictions, predict
-from medlit.rebuild import rebuild
+from medlit.rebuild import RestoredRun, rebuild
 from medlit.training import instantiate_all
 
 log = logging.getLogger(__name__)
@@ -105,96 +106,138 @@ def methods_for(requested: list[str] | None, is_text: bool) -> list[str]:
     return list(requested)
 
 
-def explain(cfg: DictConfig) -> None:
-    """Explain the chosen examples of `cfg.split` with the configured methods; write figures and HTML."""
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"split={cfg.split}; choose one of {', '.join(SPLITS)}")
-    run = rebuild(cfg)
+@dataclass
+class Explanations:
+    """Figures by name (`gradcam`, `lime`, `activations`, and `gradcam/<group>_<index>` per example), the
+    Integrated Gradients page for text, and a Markdown summary of it for TensorBoard."""
+
+    examples: list[Example]
+    figures: dict[str, Figure] = field(default_factory=dict)
+    html: str | None = None
+    summary: str | None = None
+
+
+def explain_run(
+    run: RestoredRun,
+    split: str = "test",
+    methods: list[str] | None = None,
+    examples: int = 2,
+    indices: list[int] | None = None,
+    layer: str | None = None,
+    activation_channels: int = 8,
+    lime_segments: int = 40,
+    lime_samples: int = 300,
+    ig_steps: int = 50,
+    seed: int = 0,
+) -> Explanations:
+    """Explain the chosen examples of `split` with `methods` (see `IMAGE_METHODS`, `TEXT_METHODS`)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split}; choose one of {', '.join(SPLITS)}")
     model, datamodule = run.model, run.datamodule
-    model.to(device(cfg.device))
-    dataset = getattr(datamodule, f"{cfg.split}_set")
-    is_text = not dataset[0][0].is_floating_point() and dataset[0][0].dtype != torch.uint8
-    methods = methods_for(list(cfg.methods) if cfg.methods is not None else None, is_text)
-    predictions = predict(model, datamodule.evaluation_dataloader(cfg.split))
-    indices = list(cfg.indices) if cfg.indices is not None else None
-    examples = choose_examples(predictions, float(model.decision_threshold), cfg.examples, indices)
-    if not examples:
-        raise ConfigError(f"the {cfg.split} split has no examples to explain")
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    _write_examples(output_dir / "examples.csv", examples, model.class_names)
-    inputs = torch.stack([dataset[e.index][0] for e in examples]).to(model.device)
-    targets = torch.tensor([e.predicted for e in examples], device=model.device)
-    loggers = [logger for logger in instantiate_all(cfg.get("logger")) if isinstance(logger, TensorBoardLogger)]
+    dataset = getattr(datamodule, f"{split}_set")
+    first = dataset[0][0]
+    methods = methods_for(methods, is_text=not first.is_floating_point() and first.dtype != torch.uint8)
+    predictions = predict(model, datamodule.evaluation_dataloader(split))
+    chosen = choose_examples(predictions, float(model.decision_threshold), examples, indices)
+    if not chosen:
+        raise ConfigError(f"the {split} split has no examples to explain")
+    inputs = torch.stack([dataset[e.index][0] for e in chosen]).to(model.device)
+    targets = torch.tensor([e.predicted for e in chosen], device=model.device)
     names = [str(c) for c in model.class_names]
-    titles = [e.title(names) for e in examples]
-    figures = {}
+    titles = [e.title(names) for e in chosen]
+    result = Explanations(chosen)
     if "gradcam" in methods:
-        layer = attribution.find_cam_layer(model, inputs[:1], cfg.layer)
-        heat = attribution.grad_cam(model, inputs, targets, layer)
-        log.info("Grad-CAM on layer %s", layer)
-        figures["gradcam"] = _pairs(inputs, heat.cpu().numpy(), titles, f"Grad-CAM ({layer}), predicted class")
-        _each(output_dir / "gradcam", examples, inputs, heat.cpu().numpy(), titles, "Grad-CAM")
+        name = attribution.find_cam_layer(model, inputs[:1], layer)
+        heat = attribution.grad_cam(model, inputs, targets, name).cpu().numpy()
+        result.figures["gradcam"] = _pairs(inputs, heat, titles, f"Grad-CAM ({name}) of the predicted class")
+        for example, image, example_heat, title in zip(chosen, _images(inputs), heat, titles, strict=True):
+            fig = plots.explanation_grid([image], [example_heat], [title], 1, "Grad-CAM")
+            result.figures[f"gradcam/{example.group}_{example.index}"] = fig
     if "lime" in methods:
         weights = [
-            attribution.lime(model, image, example.predicted, cfg.lime.segments, cfg.lime.samples, cfg.seed).numpy()
-            for example, image in zip(examples, inputs, strict=True)
+            attribution.lime(model, image, example.predicted, lime_segments, lime_samples, seed).numpy()
+            for example, image in zip(chosen, inputs, strict=True)
         ]
         what = "LIME superpixels: green for, red against the predicted class"
-        figures["lime"] = _pairs(inputs, weights, titles, what, diverging=True)
+        result.figures["lime"] = _pairs(inputs, weights, titles, what, diverging=True)
     if "activations" in methods:
-        layers = attribution.activation_layers(model)
-        maps = attribution.activations(model, inputs[0], layers, cfg.activation_channels)
-        figures["activations"] = plots.activation_figure(
+        maps = attribution.activations(model, inputs[0], attribution.activation_layers(model), activation_channels)
+        result.figures["activations"] = plots.activation_figure(
             [(name, m.numpy()) for name, m in maps], f"First feature maps of each block: {titles[0].splitlines()[0]}"
         )
-    for name, fig in figures.items():
-        plots.save_figure(fig, output_dir / f"{name}.png")
-        for logger in loggers:
-            logger.experiment.add_figure(f"explain/{name}", fig, global_step=int(run.checkpoint.get("global_step", 0)))
     if "integrated_gradients" in methods:
-        _explain_text(cfg, model, datamodule, inputs, targets, examples, names, output_dir, loggers)
-    for logger in loggers:
+        result.html, result.summary = _explain_text(model, datamodule, inputs, targets, chosen, names, layer, ig_steps)
+    return result
+
+
+def write_explanations(result: Explanations, output_dir: Path, loggers: list = (), step: int = 0) -> None:
+    """PNGs (`<name>.png`), `integrated_gradients.html`, `examples.csv`; grids and text to TensorBoard."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _write_examples(output_dir / "examples.csv", result.examples)
+    tensorboards = [logger for logger in loggers if isinstance(logger, TensorBoardLogger)]
+    for name, fig in result.figures.items():
+        plots.save_figure(fig, output_dir / f"{name}.png")
+        if "/" not in name:
+            for logger in tensorboards:
+                logger.experiment.add_figure(f"explain/{name}", fig, global_step=step)
+    if result.html is not None:
+        (output_dir / "integrated_gradients.html").write_text(result.html)
+        for logger in tensorboards:
+            logger.experiment.add_text("explain/integrated_gradients", result.summary, global_step=step)
+    for logger in tensorboards:
         logger.finalize("success")
-    log.info("Explanations of %d %s examples written to %s", len(examples), cfg.split, output_dir)
+    log.info("Explanations of %d examples written to %s", len(result.examples), output_dir)
+
+
+def explain(cfg: DictConfig) -> None:
+    """`python -m medlit.explain`: explain the configured examples; outputs in the configured directory."""
+    run = rebuild(cfg)
+    run.model.to(device(cfg.device))
+    result = explain_run(
+        run,
+        split=cfg.split,
+        methods=list(cfg.methods) if cfg.methods is not None else None,
+        examples=cfg.examples,
+        indices=list(cfg.indices) if cfg.indices is not None else None,
+        layer=cfg.layer,
+        activation_channels=cfg.activation_channels,
+        lime_segments=cfg.lime.segments,
+        lime_samples=cfg.lime.samples,
+        ig_steps=cfg.integrated_gradients.steps,
+        seed=cfg.seed,
+    )
+    loggers = instantiate_all(cfg.get("logger"))
+    write_explanations(result, Path(cfg.paths.output_dir), loggers, int(run.checkpoint.get("global_step", 0)))
 
 
 def _images(inputs: Tensor) -> list[np.ndarray]:
     return [image.permute(1, 2, 0).cpu().numpy() for image in attribution.as_unit_float(inputs)]
 
 
-def _pairs(inputs: Tensor, maps, titles: list[str], title: str, **kwargs):
+def _pairs(inputs: Tensor, maps, titles: list[str], title: str, **kwargs) -> Figure:
     columns = min(4, len(titles))
     return plots.explanation_grid(_images(inputs), list(maps), titles, columns, title, **kwargs)
 
 
-def _each(folder: Path, examples: list[Example], inputs: Tensor, maps: np.ndarray, titles: list[str], what: str):
-    """One PNG per example, `<group>_<index>.png`, for reports that show a single case."""
-    for example, image, heat, label in zip(examples, _images(inputs), maps, titles, strict=True):
-        fig = plots.explanation_grid([image], [heat], [label], 1, what)
-        plots.save_figure(fig, folder / f"{example.group}_{example.index}.png")
-
-
-def _explain_text(cfg, model, datamodule, ids, targets, examples, names, output_dir, loggers) -> None:
+def _explain_text(model, datamodule, ids, targets, examples, names, layer, steps) -> tuple[str, str]:
+    """The Integrated Gradients page and its TensorBoard summary (strongest words for and against)."""
     tokenizer = getattr(datamodule, "tokenizer", None)
     if tokenizer is None:
         raise ConfigError(f"{type(datamodule).__name__} has no tokenizer to show the reviews' words with")
     pad_id = int(tokenizer.padding["pad_id"]) if getattr(tokenizer, "padding", None) else 0
-    layer = attribution.find_embedding(model, cfg.layer)
-    scores, deltas = attribution.integrated_gradients(
-        model, ids, targets, layer, pad_id, cfg.integrated_gradients.steps
-    )
-    sections = []
+    layer = attribution.find_embedding(model, layer)
+    scores, deltas = attribution.integrated_gradients(model, ids, targets, layer, pad_id, steps)
+    sections, lines = [], []
     for example, row, score, delta in zip(examples, ids.cpu(), scores, deltas, strict=True):
         keep = row != pad_id
-        tokens = [tokenizer.id_to_token(int(i)) for i in row[keep]]
-        sections.append(token_html(tokens, score[keep].numpy(), example.title(names).replace("\n", ", "), float(delta)))
-    page = html_page(f"Integrated Gradients ({layer}), {cfg.split} split", sections)
-    (output_dir / "integrated_gradients.html").write_text(page)
-    for logger in loggers:
-        logger.experiment.add_text(
-            "explain/integrated_gradients", _text_summary(sections, examples, scores, ids, pad_id, tokenizer)
-        )
+        words = [tokenizer.id_to_token(int(i)) for i in row[keep]]
+        values = score[keep].numpy()
+        heading = example.title(names).replace("\n", ", ")
+        sections.append(token_html(words, values, heading, float(delta)))
+        order = np.argsort(values)
+        top, bottom = ", ".join(words[i] for i in order[::-1][:5]), ", ".join(words[i] for i in order[:5])
+        lines.append(f"**{heading}**: for: {top}; against: {bottom}")
+    return html_page(f"Integrated Gradients ({layer})", sections), "\n\n".join(lines)
 
 
 def token_html(tokens: list[str], scores: np.ndarray, heading: str, delta: float) -> str:
@@ -223,26 +266,12 @@ def html_page(title: str, sections: list[str]) -> str:
     )
 
 
-def _text_summary(sections, examples, scores, ids, pad_id, tokenizer) -> str:
-    """Markdown for TensorBoard's text tab: the five strongest words for and against each prediction."""
-    lines = []
-    for example, row, score in zip(examples, ids.cpu(), scores, strict=True):
-        keep = row != pad_id
-        words = [tokenizer.id_to_token(int(i)) for i in row[keep]]
-        values = score[keep].numpy()
-        order = np.argsort(values)
-        top = ", ".join(words[i] for i in order[::-1][:5])
-        bottom = ", ".join(words[i] for i in order[:5])
-        lines.append(f"**{GROUP_NAMES[example.group]} #{example.index}**: for: {top}; against: {bottom}")
-    return "\n\n".join(lines)
-
-
-def _write_examples(path: Path, examples: list[Example], class_names) -> None:
+def _write_examples(path: Path, examples: list[Example]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["group", "index", "target", "predicted", "confidence"])
         for e in examples:
-            writer.writerow([e.group, e.index, class_names[e.target], class_names[e.predicted], f"{e.probability:.4f}"])
+            writer.writerow([e.group, e.index, e.target, e.predicted, f"{e.probability:.4f}"])
 
 
 @hydra.main(config_path="pkg://medlit.conf", config_name="explain", version_base="1.3")

@@ -9,6 +9,7 @@ one machine can be evaluated on another.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,16 @@ def checkpoint_run_dir(ckpt_path: str) -> str:
     return str(folder.parent if folder.name == "checkpoints" else folder)
 
 
-def rebuild(cfg: DictConfig) -> RestoredRun:
-    """The run behind `cfg.ckpt_path`: its stored data, model and classifier settings with this command's
-    overrides, its data module set up and its weights loaded (on the CPU, in evaluation mode)."""
+def rebuild(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
+    """The run behind `cfg.ckpt_path`: its stored data, model and classifier settings, except the keys
+    `named` (default: those this command line sets), which keep their values in `cfg`; its data module set
+    up and its weights loaded (on the CPU, in evaluation mode)."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
     saved = checkpoint.get("hyper_parameters", {}).get("run_config")
     if not saved:
         raise MedlitError(f"{cfg.ckpt_path} holds no run configuration (hyper_parameters.run_config)")
-    cfg = _with_saved_run(cfg, OmegaConf.create(saved))
+    named = _command_line_keys() if named is None else list(named)
+    cfg = _with_saved_run(cfg, OmegaConf.create(saved), named)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -66,9 +69,17 @@ def rebuild(cfg: DictConfig) -> RestoredRun:
     return RestoredRun(cfg, model, datamodule, checkpoint)
 
 
-def _with_saved_run(cfg: DictConfig, saved: DictConfig) -> DictConfig:
-    """`cfg` with the saved run's groups in place of its own, except what the command line names."""
-    named = _command_line_keys()
+def load_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> RestoredRun:
+    """The run behind a checkpoint, for notebooks and scripts: `overrides` such as
+    `{"data.data_dir": "/shared/medmnist"}` replace stored values."""
+    cfg = OmegaConf.create({"ckpt_path": str(ckpt_path)})
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return rebuild(cfg, list(overrides or {}))
+
+
+def _with_saved_run(cfg: DictConfig, saved: DictConfig, named: Sequence[str]) -> DictConfig:
+    """`cfg` with the saved run's groups in place of its own, except the keys `named`."""
     merged = cfg.copy()
     with open_dict(merged):
         for group in RUN_GROUPS:
