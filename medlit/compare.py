@@ -198,12 +198,13 @@ def roc_overlay(runs: Sequence[Run]) -> Figure:
             log.warning("%s has no predictions_test.csv: left out of the ROC overlay", run.path)
             continue
         fpr, tpr = _roc(read_predictions(run.predictions))
-        label = ", ".join(f"{key.rpartition('.')[2]}={run.config.get(key, '')}" for key in diff) or run.name
-        ax.plot(fpr, tpr, lw=1.8, label=f"{run.name}: {label} (AUROC {auc(fpr, tpr):.3f})")
+        settings = ", ".join(f"{key.rpartition('.')[2]}={run.config.get(key, '')}" for key in diff)
+        label = f"{run.name}: {settings}" if settings else run.name
+        ax.plot(fpr, tpr, lw=1.8, label=f"{label} (AUROC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title(f"Test ROC curves of {len(runs)} runs")
+    ax.set_title("Test ROC curve" if len(runs) == 1 else f"Test ROC curves of {len(runs)} runs")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
