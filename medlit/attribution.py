@@ -156,9 +156,9 @@ def lime(
         pixels, n_segments=segments, compactness=0.1, channel_axis=-1, start_label=0, enforce_connectivity=True
     )
     mask = torch.from_numpy(labels).to(inputs.device).expand_as(inputs[0]).unsqueeze(0)
-    torch.manual_seed(seed)
     explainer = Lime(class_scores(model), interpretable_model=SkLearnRidge(alpha=1.0))
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         weights = explainer.attribute(
             inputs,
             target=target,

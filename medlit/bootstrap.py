@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medlit.errors import ConfigError
+
 METRICS = ("acc", "auroc", "recall", "specificity")  # recall is sensitivity
 _BLOCK_ELEMENTS = 4_000_000  # multiplicities held in memory at once (32 MB of float64)
 
@@ -81,6 +83,8 @@ def confidence_intervals(
     `probs` are P(positive) of shape (N,) for binary tasks or class probabilities (N, C); the same
     `seed` gives the same intervals.
     """
+    if not 0 < level < 1 or resamples < 1:
+        raise ConfigError(f"bootstrap intervals need 0 < level < 1 and resamples >= 1, got {level} and {resamples}")
     probs, target = np.asarray(probs, dtype=np.float64), np.asarray(target)
     n = len(target)
     rng = np.random.default_rng(seed)

@@ -8,6 +8,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from medlit.bootstrap import confidence_intervals, metric_values, weighted_auroc
+from medlit.errors import ConfigError
 
 
 def test_weighted_auroc_equals_auroc_of_the_resampled_data_with_ties():
@@ -78,3 +79,8 @@ def test_multiclass_intervals_are_macro_averages_and_reproducible():
         assert low < point[name] < high or low == high == point[name] == 1.0, name
     expected = np.mean([roc_auc_score(target == c, probs[:, c]) for c in range(3)])
     assert point["auroc"] == pytest.approx(expected)
+
+
+def test_an_impossible_confidence_level_is_refused():
+    with pytest.raises(ConfigError, match="need 0 < level < 1"):
+        confidence_intervals(np.array([0.2, 0.8]), np.array([0, 1]), level=95)
