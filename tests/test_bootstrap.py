@@ -55,11 +55,11 @@ def test_intervals_cover_the_true_auroc_and_accuracy_about_95_percent_of_the_tim
     rng = np.random.default_rng(2)
     true_auroc, true_acc = norm.cdf(1 / np.sqrt(2)), norm.cdf(0.5)  # threshold midway between the means
     covered = {"auroc": 0, "acc": 0}
-    trials = 200
+    trials = 150
     for trial in range(trials):
         target = np.repeat([0, 1], 100)
         scores = norm.cdf(rng.normal(target - 0.5, 1.0))  # as probabilities; cut at 0.5 = midway
-        intervals = confidence_intervals(scores, target, resamples=500, seed=trial)
+        intervals = confidence_intervals(scores, target, resamples=300, seed=trial)
         covered["auroc"] += intervals["auroc"][0] <= true_auroc <= intervals["auroc"][1]
         covered["acc"] += intervals["acc"][0] <= true_acc <= intervals["acc"][1]
     for name, count in covered.items():

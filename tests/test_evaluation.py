@@ -119,8 +119,9 @@ def test_eval_of_a_missing_checkpoint_is_one_line_and_writes_nothing(tmp_path, m
     """Through the command line's own path (Hydra, the output-directory resolver, the one-line errors)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["medlit.eval", "ckpt_path=no/such.ckpt"])
-    for name in ("HYDRA_FULL_ERROR", "MEDLIT_ONE_LINE_ERRORS"):
-        monkeypatch.delenv(name, raising=False)
+    for name in ("HYDRA_FULL_ERROR", "MEDLIT_ONE_LINE_ERRORS"):  # unset now, and again afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     GlobalHydra.instance().clear()
     with pytest.raises(SystemExit) as exit_:
         launch(eval_main)
