@@ -180,28 +180,41 @@ def activations(model: Classifier, image: Tensor, layers: list[str], channels: i
 
 
 def find_embedding(model: Classifier, name: str | None = None) -> str:
-    """The token embedding Integrated Gradients interpolates: `name`, or the model's first nn.Embedding."""
-    embeddings = [n for n, m in model.named_modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    """The token embedding Integrated Gradients interpolates: `name`, or the model's first nn.Embedding.
+
+    It must give one vector per token: a bag of embeddings (nn.EmbeddingBag, as in fastText) pools them
+    inside the layer, so it has no per-token output to attribute to.
+    """
+    modules = dict(model.named_modules())
+    embeddings = [n for n, m in modules.items() if isinstance(m, nn.Embedding)]
     if name:
-        if name not in dict(model.named_modules()):
+        if name not in modules:
             raise ConfigError(f"layer={name} is not a module of this model; embeddings: {', '.join(embeddings)}")
         return name
     if not embeddings:
+        bags = [n for n, m in modules.items() if isinstance(m, nn.EmbeddingBag)]
+        if bags:
+            raise ConfigError(
+                f"{bags[0]} is a bag of embeddings, pooled inside the layer: this model has no per-token "
+                "embedding for Integrated Gradients to attribute to"
+            )
         raise ConfigError("this model has no token embedding for Integrated Gradients (an image model?)")
     return embeddings[0]
 
 
 def integrated_gradients(
-    model: Classifier, ids: Tensor, target: Tensor, layer: str, pad_id: int, steps: int = 50
+    model: Classifier, ids: Tensor, target: Tensor, layer: str, pad_id: int, unknown_id: int, steps: int = 50
 ) -> tuple[Tensor, Tensor]:
     """Per-token attributions (B, L) of class `target` by Integrated Gradients on the embedding `layer`,
-    from an all-padding review to the real one, and the convergence deltas (B,).
+    and the convergence deltas (B,).
 
+    The path starts at the review with every word replaced by the unknown-word token: the same length and
+    padding, so models that read up to the last word or mask the padding see the same shapes all the way.
     A token's attribution is the sum over its embedding dimensions; they add up (to within the delta) to
-    the class score of the review minus that of the empty review.
+    the class score of the review minus that of the all-unknown one.
     """
     explainer = LayerIntegratedGradients(class_scores(model), model.get_submodule(layer))
-    baseline = torch.full_like(ids, pad_id)
+    baseline = torch.where(ids == pad_id, torch.full_like(ids, pad_id), torch.full_like(ids, unknown_id))
     with without_inplace(model):
         attributions, delta = explainer.attribute(
             ids, baselines=baseline, target=target, n_steps=steps, internal_batch_size=64,

@@ -224,9 +224,10 @@ def _explain_text(model, datamodule, ids, targets, examples, names, layer, steps
     tokenizer = getattr(datamodule, "tokenizer", None)
     if tokenizer is None:
         raise ConfigError(f"{type(datamodule).__name__} has no tokenizer to show the reviews' words with")
-    pad_id = int(tokenizer.padding["pad_id"]) if getattr(tokenizer, "padding", None) else 0
+    pad_id = int(tokenizer.padding["pad_id"])
+    unknown_id = tokenizer.token_to_id(tokenizer.model.unk_token)
     layer = attribution.find_embedding(model, layer)
-    scores, deltas = attribution.integrated_gradients(model, ids, targets, layer, pad_id, steps)
+    scores, deltas = attribution.integrated_gradients(model, ids, targets, layer, pad_id, unknown_id, steps)
     sections, lines = [], []
     for example, row, score, delta in zip(examples, ids.cpu(), scores, deltas, strict=True):
         keep = row != pad_id

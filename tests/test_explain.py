@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import timm
@@ -79,7 +81,7 @@ def test_a_named_layer_that_does_not_exist_is_explained():
 
 
 class WordSum(nn.Module):
-    """A linear text model: the logit is the sum of one weight per token (0 for padding)."""
+    """A linear text model: the logit is the sum of one weight per token ([PAD] and [UNK] weigh nothing)."""
 
     def __init__(self, weights: list[float]) -> None:
         super().__init__()
@@ -91,14 +93,18 @@ class WordSum(nn.Module):
 
 
 class WordTokenizer:
-    """The tokenizer interface explanations use: `id_to_token` and the padding id."""
+    """The part of a Hugging Face `tokenizers.Tokenizer` explanations use: padding id, unknown token, words."""
 
     def __init__(self) -> None:
         self.padding = {"pad_id": 0}
-        self.words = ["[PAD]", "great", "awful", "film", "plot"]
+        self.model = SimpleNamespace(unk_token="[UNK]")
+        self.words = ["[PAD]", "[UNK]", "great", "awful", "film", "plot"]
 
     def id_to_token(self, token_id: int) -> str:
         return self.words[token_id]
+
+    def token_to_id(self, token: str) -> int:
+        return self.words.index(token)
 
 
 class Reviews(ClassificationDataModule):
@@ -109,11 +115,13 @@ class Reviews(ClassificationDataModule):
         self.tokenizer = WordTokenizer()
 
 
+WEIGHTS = [0.0, 0.0, 2.0, -3.0, 0.5, -0.25]
+
+
 def test_integrated_gradients_of_a_linear_text_model_are_its_word_weights():
-    weights = [0.0, 2.0, -3.0, 0.5, -0.25]
-    model = Classifier(WordSum(weights), num_classes=2).eval()
-    ids = torch.tensor([[1, 3, 4, 0, 0], [2, 3, 1, 2, 0]])
-    scores, delta = attribution.integrated_gradients(model, ids, torch.tensor([1, 0]), "net.embedding", 0, steps=20)
+    model = Classifier(WordSum(WEIGHTS), num_classes=2).eval()
+    ids = torch.tensor([[2, 4, 5, 0, 0], [3, 4, 2, 3, 0]])
+    scores, delta = attribution.integrated_gradients(model, ids, torch.tensor([1, 0]), "net.embedding", 0, 1, steps=20)
     # class 1 is explained through +z, class 0 through -z; padding gets nothing
     assert torch.allclose(scores[0], torch.tensor([2.0, 0.5, -0.25, 0, 0]), atol=1e-5)
     assert torch.allclose(scores[1], -torch.tensor([-3.0, 0.5, 2.0, -3.0, 0]), atol=1e-5)
@@ -129,9 +137,15 @@ def test_integrated_gradients_of_a_linear_text_model_are_its_word_weights():
     assert "for: great, film" in result.summary
 
 
+def test_a_bag_of_embeddings_has_no_tokens_to_attribute_to():
+    model = Classifier(nn.Sequential(nn.EmbeddingBag(6, 4), nn.Linear(4, 1)), num_classes=2)
+    with pytest.raises(ConfigError, match=r"net.0 is a bag of embeddings, pooled inside the layer"):
+        attribution.find_embedding(model)
+
+
 def test_image_methods_are_refused_for_text():
-    model = Classifier(WordSum([0.0, 1.0, -1.0, 0.0, 0.0]), num_classes=2).eval()
-    run = RestoredRun(None, model, Reviews(torch.tensor([[1, 2, 0]]), torch.tensor([1])), {})
+    model = Classifier(WordSum(WEIGHTS), num_classes=2).eval()
+    run = RestoredRun(None, model, Reviews(torch.tensor([[2, 3, 0]]), torch.tensor([1])), {})
     with pytest.raises(ConfigError, match=r"methods \['gradcam'\] do not apply to a text model"):
         explain_run(run, methods=["gradcam"])
 
