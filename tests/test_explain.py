@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from types import SimpleNamespace
 
 import numpy as np
@@ -60,18 +61,24 @@ def test_grad_cam_of_a_trained_cnn_puts_most_heat_on_the_deciding_patch():
 
 
 @pytest.mark.parametrize(
-    ("name", "layer"),
-    [("resnet18", "net.layer4.1.act2"), ("mobilenetv2_100", "net.bn2.act")],
+    ("name", "layer", "last_stage"),
+    [
+        ("resnet18", "net.backbone.layer4.1.act2", "net.backbone.layer4"),
+        ("mobilenetv2_100", "net.backbone.bn2.act", "net.backbone.blocks.6"),
+    ],
 )
-def test_grad_cam_layer_is_found_in_timm_networks(name, layer):
-    model = Classifier(timm.create_model(name, pretrained=False, num_classes=1, in_chans=1), num_classes=2).eval()
+def test_grad_cam_layer_is_found_in_timm_networks(name, layer, last_stage):
+    """A timm backbone without its classifier under a dense head, as the transfer-learning models are built."""
+    backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1)
+    net = nn.Sequential(OrderedDict(backbone=backbone, head=nn.Linear(backbone.num_features, 1)))
+    model = Classifier(net, num_classes=2).eval()
     images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
     assert attribution.find_cam_layer(model, images[:1]) == layer  # its 2 x 2 final feature map
     heat = attribution.grad_cam(model, images, torch.tensor([0, 1]), layer)
     assert heat.shape == (2, 64, 64) and heat.min() >= 0 and heat.max() <= 1
+    assert attribution.activation_layers(model)[-1] == last_stage
     # on images too small for the last stage to keep a spatial map, the last one that does is taken
     assert attribution.find_cam_layer(model, images[:1, :, :32, :32]) != layer
-    assert attribution.activation_layers(model)[-1] == ("net.layer4" if name == "resnet18" else "net.blocks.6")
 
 
 def test_a_named_layer_that_does_not_exist_is_explained():
