@@ -29,7 +29,7 @@ from sklearn.metrics import auc, roc_curve
 from medlit.cli import fail
 from medlit.errors import MedlitError
 from medlit.evaluation import Predictions, read_predictions
-from medlit.plots import save_figure
+from medlit.plots import colours, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +193,14 @@ def roc_overlay(runs: Sequence[Run]) -> Figure:
     diff = differing_keys(runs)
     fig = Figure(figsize=(6.5, 5.5))
     ax = fig.subplots()
-    for run in runs:
+    for run, colour in zip(runs, colours(len(runs)), strict=True):
         if run.predictions is None:
             log.warning("%s has no predictions_test.csv: left out of the ROC overlay", run.path)
             continue
         fpr, tpr = _roc(read_predictions(run.predictions))
         settings = ", ".join(f"{key.rpartition('.')[2]}={run.config.get(key, '')}" for key in diff)
         label = f"{run.name}: {settings}" if settings else run.name
-        ax.plot(fpr, tpr, lw=1.8, label=f"{label} (AUROC {auc(fpr, tpr):.3f})")
+        ax.plot(fpr, tpr, lw=1.8, color=colour, label=f"{label} (AUROC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
@@ -54,12 +55,18 @@ def pr_curves(probs: np.ndarray, target: np.ndarray, class_names: Sequence[str])
     return curves
 
 
+def colours(count: int) -> list:
+    """Distinct line colours: matplotlib's ten, or twenty for more curves (OrganCMNIST's eleven classes)."""
+    palette = colormaps["tab10" if count <= 10 else "tab20"]
+    return [palette(i % palette.N) for i in range(count)]
+
+
 def roc_figure(curves: Sequence[Curve], title: str, point: tuple[float, float] | None = None) -> Figure:
     """ROC curves with their AUROC in the legend; `point` marks the operating point (FPR, TPR)."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
-    for curve in curves:
-        ax.plot(curve.x, curve.y, lw=1.8, label=f"{curve.label} (AUROC {curve.area:.3f})")
+    for curve, colour in zip(curves, colours(len(curves)), strict=True):
+        ax.plot(curve.x, curve.y, lw=1.8, color=colour, label=f"{curve.label} (AUROC {curve.area:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance")
     if point is not None:
         ax.plot(*point, "o", c="black", ms=7, label=f"threshold (sens {point[1]:.2f}, spec {1 - point[0]:.2f})")
@@ -73,8 +80,8 @@ def pr_figure(
     """Precision-recall curves with their average precision; `prevalence` draws a binary task's chance line."""
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
-    for curve in curves:
-        ax.plot(curve.x, curve.y, lw=1.8, label=f"{curve.label} (AP {curve.area:.3f})")
+    for curve, colour in zip(curves, colours(len(curves)), strict=True):
+        ax.plot(curve.x, curve.y, lw=1.8, color=colour, label=f"{curve.label} (AP {curve.area:.3f})")
     if prevalence is not None:
         ax.axhline(prevalence, ls="--", c="grey", lw=1, label=f"chance (prevalence {prevalence:.2f})")
     if point is not None:
