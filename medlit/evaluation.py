@@ -36,8 +36,6 @@ from medlit.threshold import choose_threshold, is_fixed
 
 log = logging.getLogger(__name__)
 
-INTERVAL_METRICS = bootstrap.METRICS  # acc, auroc, recall (sensitivity), specificity
-
 
 @dataclass
 class Predictions:

@@ -8,7 +8,6 @@ one machine can be evaluated on another.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,14 @@ from medlit.classifier import Classifier
 from medlit.errors import MedlitError
 from medlit.training import build_classifier
 
-log = logging.getLogger(__name__)
-
 # the parts of a run that define its model and data, taken from the checkpoint
 RUN_GROUPS = ("data", "model", "classifier")
 
 
 @dataclass
 class RestoredRun:
+    """A run rebuilt from a checkpoint: its configuration, model (weights loaded), data module, checkpoint."""
+
     cfg: DictConfig
     model: Classifier
     datamodule: pl.LightningDataModule
