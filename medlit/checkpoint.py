@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
 
 from medlit.errors import MedlitError
 
@@ -53,3 +54,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise MedlitError(f"{path} is not a readable checkpoint ({err})") from None
+
+
+def write_threshold(path: str | os.PathLike, threshold: float) -> None:
+    """Store a decision threshold in a checkpoint (the Classifier's `decision_threshold` buffer), atomically.
+
+    The checkpoint stays loadable with `weights_only=True`, and a process killed during the write leaves
+    the checkpoint as it was.
+    """
+    checkpoint = load_checkpoint(path)
+    checkpoint["state_dict"]["decision_threshold"] = torch.tensor(float(threshold))
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+
+
+def restore(model: nn.Module, datamodule: object, checkpoint: dict[str, Any]) -> None:
+    """Load a checkpoint's weights (and decision threshold) into `model`, and the data module's saved state
+    (e.g. a text vocabulary) into `datamodule`, as Lightning does when it tests a checkpoint."""
+    model.load_state_dict(checkpoint["state_dict"])
+    state = checkpoint.get(type(datamodule).__qualname__)
+    if state:
+        datamodule.load_state_dict(state)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from medlit import metrics
+from medlit import metrics, plots
 from medlit.data.sampling import derive_seed, run_seed
 from medlit.errors import MedlitError
 from medlit.models import num_logits
@@ -35,9 +34,12 @@ class Classifier(pl.LightningModule):
     `input_std` (the statistics its pretrained weights expect), else 0.5/0.5. Integer token ids (text)
     pass through unchanged.
 
-    Binary tasks use one logit with BCE-with-logits, multi-class tasks cross-entropy. `optimizer` and
-    `scheduler` are factories (Hydra partials) called in `configure_optimizers`. `run_config` is the run's
-    resolved configuration, kept in the checkpoint so evaluation can rebuild the run.
+    Binary tasks use one logit with BCE-with-logits, multi-class tasks cross-entropy. A binary model calls
+    an example positive when P(positive) >= `decision_threshold`, a buffer (0.5 until a threshold is chosen
+    on validation and written into the selected checkpoint), so a loaded checkpoint predicts with the
+    threshold it was evaluated with. `optimizer` and `scheduler` are factories (Hydra partials) called in
+    `configure_optimizers`. `run_config` is the run's resolved configuration, kept in the checkpoint so
+    evaluation can rebuild the run.
     """
 
     def __init__(
@@ -66,16 +68,15 @@ class Classifier(pl.LightningModule):
         self.register_buffer("input_mean", torch.tensor(mean or [0.5]).view(1, -1, 1, 1))
         self.register_buffer("input_std", torch.tensor(std or [0.5]).view(1, -1, 1, 1))
         self.register_buffer("loss_weights", torch.ones(num_logits(num_classes)))
+        self.register_buffer("decision_threshold", torch.tensor(0.5))
+        self.register_load_state_dict_pre_hook(_default_threshold)
 
         collection = metrics.classification_metrics(num_classes)
         self.train_metrics = collection.clone(prefix="train/")
         self.val_metrics = collection.clone(prefix="val/")
-        self.test_metrics = collection.clone(prefix="test/")
         self.val_confmat = metrics.confusion_matrix(num_classes)
-        self.test_confmat = metrics.confusion_matrix(num_classes)
-        self.test_roc = metrics.roc_curve(num_classes)
         # example-weighted means whose sums and counts torchmetrics adds up across DDP processes
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.class_weighted_loss:
@@ -115,6 +116,10 @@ class Classifier(pl.LightningModule):
         """P(positive class) of shape (B,) for binary tasks; class probabilities (B, C) otherwise."""
         logits = logits.float()
         return torch.sigmoid(logits.squeeze(1)) if self.binary else logits.softmax(dim=1)
+
+    def predict_labels(self, probs: Tensor) -> Tensor:
+        """Predicted classes: P(positive) >= the decision threshold for binary tasks, the argmax otherwise."""
+        return (probs >= self.decision_threshold).long() if self.binary else probs.argmax(dim=1)
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         logits, smoothing = logits.float(), self.hparams.label_smoothing
@@ -174,28 +179,13 @@ class Classifier(pl.LightningModule):
         matrix = self.val_confmat.compute()
         self.val_confmat.reset()
         if not self.trainer.sanity_checking:
-            self._figure("val/confusion_matrix", self._plot_confusion(matrix))
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        loss, probs, y = self._step(batch)
-        self.test_metrics.update(probs, y)
-        self.test_confmat.update(probs, y)
-        self.test_roc.update(probs, y)
-        self.test_loss.update(loss, len(y))
-        self.log("test/loss", self.test_loss, on_epoch=True)
-        self.log_dict(self.test_metrics, on_epoch=True)
-
-    def on_test_epoch_end(self) -> None:
-        matrix, curve = self.test_confmat.compute(), self.test_roc.compute()
-        self.test_confmat.reset()
-        self.test_roc.reset()
-        self._figure("test/confusion_matrix", self._plot_confusion(matrix), png="confusion_matrix_test.png")
-        fig, _ = self.test_roc.plot(curve, score=True)
-        self._figure("test/roc", fig, png="roc_test.png")
+            figure = plots.confusion_figure(matrix.cpu().numpy(), self.class_names, "validation")
+            self._figure("val/confusion_matrix", figure)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         x, y = batch
-        return {"probs": self.probabilities(self(x)), "target": y}
+        probs = self.probabilities(self(x))
+        return {"probs": probs, "preds": self.predict_labels(probs), "target": y}
 
     def configure_optimizers(self) -> dict:
         if self.optimizer_factory is None:
@@ -209,16 +199,14 @@ class Classifier(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.hparams.monitor},
         }
 
-    def _plot_confusion(self, matrix: Tensor) -> plt.Figure:
-        fig, _ = self.val_confmat.plot(matrix.cpu(), labels=[str(c) for c in self.class_names])
-        return fig
-
-    def _figure(self, tag: str, fig: plt.Figure, png: str | None = None) -> None:
-        """Send a figure to every TensorBoard logger and, if `png` is named, to the run directory."""
+    def _figure(self, tag: str, fig: Figure) -> None:
+        """Send a figure to every TensorBoard logger."""
         if self.trainer.is_global_zero:
-            if png:
-                metrics.save_figure(fig, Path(self.trainer.default_root_dir) / "figures" / png)
             for logger in self.loggers:
                 if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_figure(tag, fig, global_step=self.global_step, close=False)
-        plt.close(fig)
+                    logger.experiment.add_figure(tag, fig, global_step=self.global_step)
+
+
+def _default_threshold(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before decision thresholds were stored predict at 0.5."""
+    state_dict.setdefault(prefix + "decision_threshold", torch.tensor(0.5))

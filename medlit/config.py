@@ -11,6 +11,13 @@ def _coalesce(*values):
     return next((value for value in values if value is not None), None)
 
 
+def _checkpoint_run_dir(ckpt_path: str) -> str:
+    """`${checkpoint_run_dir:${ckpt_path}}`: where `medlit.eval` and `medlit.explain` write their outputs."""
+    from medlit.rebuild import checkpoint_run_dir  # the resolver is registered before torch is imported
+
+    return checkpoint_run_dir(ckpt_path)
+
+
 def _ensure_dir(path: str) -> str:
     """Create a folder a plugin expects to exist (e.g. the one holding an Optuna SQLite study)."""
     Path(path).mkdir(parents=True, exist_ok=True)
@@ -25,6 +32,7 @@ def _if_rank_zero(value):
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("coalesce", _coalesce, replace=True)
+    OmegaConf.register_new_resolver("checkpoint_run_dir", _checkpoint_run_dir, replace=True)
     OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
     OmegaConf.register_new_resolver("if_rank_zero", _if_rank_zero, replace=True)
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from torchmetrics import (
     AUROC,
-    ROC,
     Accuracy,
     ConfusionMatrix,
     F1Score,
@@ -50,12 +43,3 @@ def classification_metrics(num_classes: int) -> MetricCollection:
 
 def confusion_matrix(num_classes: int) -> ConfusionMatrix:
     return ConfusionMatrix(**task_args(num_classes))
-
-
-def roc_curve(num_classes: int) -> ROC:
-    return ROC(**task_args(num_classes))
-
-
-def save_figure(fig: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -12,6 +12,7 @@ import torch
 from medlit.classifier import Classifier
 from medlit.errors import ConfigError, MedlitError
 from medlit.models import num_logits
+from medlit.threshold import check_rule, is_fixed
 
 # room for logs, figures and TensorBoard events on top of the checkpoints
 _SPARE_BYTES = 64 * 2**20
@@ -69,3 +70,13 @@ def check_optimizer(model: Classifier) -> None:
         model.configure_optimizers()
     except (TypeError, ValueError) as err:
         raise ConfigError(f"the optimizer or scheduler settings are invalid: {err}") from None
+
+
+def check_threshold(rule: str | float, model: Classifier, data_name: str) -> None:
+    """A known threshold rule, and none but a fixed one for a multi-class task (which predicts the argmax)."""
+    check_rule(rule)
+    if not model.binary and not (is_fixed(rule) and float(rule) == 0.5):
+        raise ConfigError(
+            f"threshold={rule} applies to binary tasks; data {data_name} has {model.num_classes} classes, "
+            "whose prediction is the most probable class"
+        )

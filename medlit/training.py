@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -14,7 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from medlit import preflight
+from medlit.checkpoint import load_checkpoint, restore, write_threshold
 from medlit.classifier import Classifier
+from medlit.evaluation import evaluate, select_threshold, write_metrics, write_report
 from medlit.resume import resume_config
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,11 @@ def build_classifier(cfg: DictConfig, datamodule: pl.LightningDataModule) -> Cla
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit on train, select the checkpoint on validation, test it once; return the best validation score."""
+    """Fit on train, select the checkpoint on validation, test it once; return the best validation score.
+
+    A binary model's decision threshold is chosen on validation (`threshold=`) and written into the
+    selected checkpoint; the test report (metrics.json, figures, intervals) is made at that threshold.
+    """
     cfg, checkpoint, continuing = resume_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
@@ -66,6 +70,7 @@ def train(cfg: DictConfig) -> float | None:
     model = build_classifier(cfg, datamodule)
     preflight.check_model_fits_data(model, datamodule.example_input(), _choice(cfg, "model"), _choice(cfg, "data"))
     preflight.check_optimizer(model)
+    preflight.check_threshold(cfg.get("threshold", 0.5), model, _choice(cfg, "data"))
     preflight.check_output_dir(output_dir, model)
 
     callbacks = instantiate_all(cfg.get("callbacks"))
@@ -76,16 +81,37 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     best_score = _best_validation_score(trainer, cfg.monitor.metric)
 
-    if cfg.get("test", True):
-        ckpt_path = _checkpoint_to_test(trainer, cfg)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if cfg.get("test", True) and trainer.is_global_zero:
+        results = _report_on_test(cfg, trainer, model, datamodule)
         if best_score is not None:
             results[cfg.monitor.metric] = best_score
-        if trainer.is_global_zero:
-            write_metrics(output_dir / "metrics.json", results)
-            _log_hparams(trainer, cfg, results)
+        write_metrics(output_dir / "metrics.json", results)
+        _log_hparams(trainer, cfg, results)
     return best_score
+
+
+def _report_on_test(
+    cfg: DictConfig, trainer: pl.Trainer, model: Classifier, datamodule: pl.LightningDataModule
+) -> dict[str, float]:
+    """Load the selected checkpoint, choose its threshold on validation (after training), report on test.
+
+    Runs on rank zero alone, over every validation and test example, so a DDP run reports what one
+    process would.
+    """
+    ckpt_path = _checkpoint_to_test(trainer, cfg)
+    if datamodule.test_set is None:
+        datamodule.prepare_data()
+        datamodule.setup("test")
+    if ckpt_path:
+        restore(model, datamodule, load_checkpoint(ckpt_path))
+    model.to(trainer.strategy.root_device)
+    if cfg.get("train", True) and model.binary:
+        threshold = select_threshold(model, datamodule, cfg.get("threshold", 0.5))
+        if ckpt_path:
+            write_threshold(ckpt_path, threshold)
+    report = evaluate(model, datamodule, "test", **cfg.get("bootstrap", {}))
+    write_report(report, Path(cfg.paths.output_dir), trainer.loggers, step=trainer.global_step)
+    return report.flat()
 
 
 def _choice(cfg: DictConfig, group: str) -> str:
@@ -113,13 +139,6 @@ def _checkpoint_to_test(trainer: pl.Trainer, cfg: DictConfig) -> str | None:
             log.warning("No best checkpoint was saved (checkpointing off?): testing the last weights")
         return best or None
     return cfg.get("ckpt_path")
-
-
-def write_metrics(path: Path, results: dict[str, float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: (None if math.isnan(v) else v) for k, v in sorted(results.items())}
-    path.write_text(json.dumps(clean, indent=2) + "\n")
-    log.info("Test metrics written to %s", path)
 
 
 def _log_hparams(trainer: pl.Trainer, cfg: DictConfig, results: dict[str, float]) -> None:

@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from medlit.training import train
 from tests.synthetic import write_aclimdb, write_medmnist_npz, write_xray_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +49,12 @@ def xray_dir(tmp_path_factory) -> Path:
     return write_xray_folder(tmp_path_factory.mktemp("xray") / "chest_xray")
 
 
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The real `conf/train.yaml` composed with `overrides`, writing to `output_dir`, ready for `train()`."""
+def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """The real `conf/<config_name>.yaml` composed with `overrides`, writing to `output_dir`, ready for
+    `train()` (or the task of another entry point)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
@@ -111,13 +113,47 @@ def http_server(tmp_path):
 
 def run_train(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python train.py <args>` in a subprocess, as a user would (tests' callbacks importable)."""
+    return _run([str(ROOT / "train.py"), *args], cwd, timeout)
+
+
+def _run(args: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
         env=env,
     )
+
+
+FAST = ["trainer=cpu", "data.num_workers=0", "data.batch_size=32", "callbacks.rich_progress_bar=null"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, medmnist_dir) -> Path:
+    """A finished binary run on the generated PneumoniaMNIST: baseline CNN, 3 epochs, threshold by Youden's J."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    overrides = [f"data.data_dir={medmnist_dir}", *FAST, "model=baseline_cnn", "model.filters=8"]
+    train(compose_config([*overrides, "trainer.max_epochs=3", "optimizer.lr=3e-3", "threshold=youden"], run))
+    return run
+
+
+def best_checkpoint(run: Path) -> Path:
+    (found,) = (run / "checkpoints").glob("epoch_*.ckpt")
+    return found
+
+
+@pytest.fixture(scope="session")
+def two_run_multirun(tmp_path_factory, medmnist_dir) -> Path:
+    """`train.py -m optimizer.lr=0.001,0.003` run as a user would: a multirun directory of two jobs."""
+    logs = tmp_path_factory.mktemp("sweep")
+    result = run_train(
+        "-m", "optimizer.lr=0.001,0.003", f"data.data_dir={medmnist_dir}", *FAST, "model=baseline_cnn",
+        "model.filters=8", "trainer.max_epochs=1", f"paths.log_dir={logs}", cwd=logs,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (multirun,) = (logs / "train" / "multiruns").iterdir()
+    return multirun

@@ -162,6 +162,14 @@ class ClassificationDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
+    def evaluation_dataloader(self, split: str) -> DataLoader:
+        """Every example of `split` ("val" or "test") in order, in this process alone: what evaluation reports
+        and explanations read, also on rank zero of a DDP run."""
+        dataset = getattr(self, f"{split}_set", None) if split in ("val", "test") else None
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__} has no {split!r} split (before setup, or not val/test)")
+        return self._loader(dataset, self.eval_batch_size)
+
     def _loader(self, dataset: Dataset | None, batch_size: int, **kwargs) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() has not created this split")

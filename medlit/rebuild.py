@@ -1,0 +1,101 @@
+"""Rebuild a trained run from its checkpoint: the stored configuration, the weights, the data's state.
+
+`python -m medlit.eval` and `python -m medlit.explain` take a checkpoint and nothing else: its
+`hyper_parameters.run_config` holds the run's resolved configuration. Values named on the command line
+(`data.data_dir=/elsewhere`, `data.batch_size=256`, `data=...`) replace the stored ones, so a run trained on
+one machine can be evaluated on another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from medlit.checkpoint import load_checkpoint, restore
+from medlit.classifier import Classifier
+from medlit.errors import MedlitError
+from medlit.training import build_classifier
+
+# the parts of a run that define its model and data, taken from the checkpoint
+RUN_GROUPS = ("data", "model", "classifier")
+
+
+@dataclass
+class RestoredRun:
+    """A run rebuilt from a checkpoint: its configuration, model (weights loaded), data module, checkpoint."""
+
+    cfg: DictConfig
+    model: Classifier
+    datamodule: pl.LightningDataModule
+    checkpoint: dict[str, Any]
+
+
+def checkpoint_run_dir(ckpt_path: str) -> str:
+    """The run directory a checkpoint belongs to (`<run>/checkpoints/x.ckpt` -> `<run>`), for output paths.
+
+    A missing file is reported here, before Hydra creates any directory for it.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise MedlitError(f"checkpoint {path} not found")
+    folder = path.resolve().parent
+    return str(folder.parent if folder.name == "checkpoints" else folder)
+
+
+def rebuild(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
+    """The run behind `cfg.ckpt_path`: its stored data, model and classifier settings, except the keys
+    `named` (default: those this command line sets), which keep their values in `cfg`; its data module set
+    up and its weights loaded (on the CPU, in evaluation mode)."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    saved = checkpoint.get("hyper_parameters", {}).get("run_config")
+    if not saved:
+        raise MedlitError(f"{cfg.ckpt_path} holds no run configuration (hyper_parameters.run_config)")
+    named = _command_line_keys() if named is None else list(named)
+    cfg = _with_saved_run(cfg, OmegaConf.create(saved), named)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    model = build_classifier(cfg, datamodule)
+    restore(model, datamodule, checkpoint)
+    model.eval()
+    return RestoredRun(cfg, model, datamodule, checkpoint)
+
+
+def load_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> RestoredRun:
+    """The run behind a checkpoint, for notebooks and scripts: `overrides` such as
+    `{"data.data_dir": "/shared/medmnist"}` replace stored values."""
+    cfg = OmegaConf.create({"ckpt_path": str(ckpt_path)})
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    return rebuild(cfg, list(overrides or {}))
+
+
+def _with_saved_run(cfg: DictConfig, saved: DictConfig, named: Sequence[str]) -> DictConfig:
+    """`cfg` with the saved run's groups in place of its own, except the keys `named`."""
+    merged = cfg.copy()
+    with open_dict(merged):
+        for group in RUN_GROUPS:
+            if group in named:  # the whole group was chosen anew, e.g. data=organcmnist
+                continue
+            node = saved.get(group)
+            if node is None:
+                continue
+            for key in named:
+                if key.startswith(group + "."):
+                    OmegaConf.update(node, key[len(group) + 1 :], OmegaConf.select(cfg, key), force_add=True)
+            merged[group] = node
+        merged.optimizer, merged.scheduler = None, None
+    return merged
+
+
+def _command_line_keys() -> list[str]:
+    """The keys this command's overrides set (`data.data_dir=x` -> data.data_dir, `data=y` -> data)."""
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return [override.split("=", 1)[0].lstrip("+~") for override in overrides]

@@ -1,0 +1,179 @@
+"""Explanations: Grad-CAM finds the evidence, layers are found in any CNN, Integrated Gradients adds up."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import timm
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from medlit import attribution
+from medlit.classifier import Classifier
+from medlit.data.base import ClassificationDataModule
+from medlit.errors import ConfigError
+from medlit.evaluation import Predictions
+from medlit.explain import choose_examples, explain, explain_run
+from medlit.models import BaselineCNN
+from medlit.rebuild import RestoredRun
+from tests.conftest import best_checkpoint, compose_config
+
+SIZE, PATCH = 48, (slice(6, 18), slice(28, 40))  # a 12 px square in the top right corner
+
+
+def patch_images(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise; class 1 has a bright square in one fixed place, class 0 has none."""
+    labels = np.arange(n) % 2
+    images = rng.normal(60, 20, (n, 1, SIZE, SIZE))
+    images[labels == 1, :, PATCH[0], PATCH[1]] += 150
+    return torch.from_numpy(images.clip(0, 255).astype(np.uint8)), torch.from_numpy(labels)
+
+
+def test_grad_cam_of_a_trained_cnn_puts_most_heat_on_the_deciding_patch():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    images, labels = patch_images(128, rng)
+    model = Classifier(BaselineCNN(1, 2, SIZE, filters=8), num_classes=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(5):
+        for batch in torch.randperm(128).split(32):
+            loss = model.loss(model(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    test_images, test_labels = patch_images(32, rng)
+    with torch.no_grad():
+        predicted = model.predict_labels(model.probabilities(model(test_images)))
+    assert torch.equal(predicted, test_labels), "the patch decides the class"
+
+    positives = test_images[test_labels == 1]
+    layer = attribution.find_cam_layer(model, positives[:1])
+    assert layer == "net.features.4"  # the ReLU after the last convolution, before pooling
+    heat = attribution.grad_cam(model, positives, torch.ones(len(positives), dtype=torch.long), layer)
+    on_patch = heat[:, PATCH[0], PATCH[1]].sum(dim=(1, 2)) / heat.sum(dim=(1, 2))
+    assert on_patch.min() > 0.5, on_patch  # the patch is 6 % of the image
+
+
+@pytest.mark.parametrize(
+    ("name", "layer", "last_stage"),
+    [
+        ("resnet18", "net.backbone.layer4.1.act2", "net.backbone.layer4"),
+        ("mobilenetv2_100", "net.backbone.bn2.act", "net.backbone.blocks.6"),
+    ],
+)
+def test_grad_cam_layer_is_found_in_timm_networks(name, layer, last_stage):
+    """A timm backbone without its classifier under a dense head, as the transfer-learning models are built."""
+    backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1)
+    net = nn.Sequential(OrderedDict(backbone=backbone, head=nn.Linear(backbone.num_features, 1)))
+    model = Classifier(net, num_classes=2).eval()
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    assert attribution.find_cam_layer(model, images[:1]) == layer  # its 2 x 2 final feature map
+    heat = attribution.grad_cam(model, images, torch.tensor([0, 1]), layer)
+    assert heat.shape == (2, 64, 64) and heat.min() >= 0 and heat.max() <= 1
+    assert attribution.activation_layers(model)[-1] == last_stage
+    # on images too small for the last stage to keep a spatial map, the last one that does is taken
+    assert attribution.find_cam_layer(model, images[:1, :, :32, :32]) != layer
+
+
+def test_a_named_layer_that_does_not_exist_is_explained():
+    model = Classifier(BaselineCNN(1, 2, 28), num_classes=2)
+    with pytest.raises(ConfigError, match=r"layer=net.features.9 is not a module of this model; did you mean"):
+        attribution.find_cam_layer(model, torch.zeros(1, 1, 28, 28, dtype=torch.uint8), "net.features.9")
+
+
+class WordSum(nn.Module):
+    """A linear text model: the logit is the sum of one weight per token ([PAD] and [UNK] weigh nothing)."""
+
+    def __init__(self, weights: list[float]) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(len(weights), 1, padding_idx=0)
+        self.embedding.weight.data = torch.tensor(weights).view(-1, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids).sum(dim=1)
+
+
+class WordTokenizer:
+    """The part of a Hugging Face `tokenizers.Tokenizer` explanations use: padding id, unknown token, words."""
+
+    def __init__(self) -> None:
+        self.padding = {"pad_id": 0}
+        self.model = SimpleNamespace(unk_token="[UNK]")
+        self.words = ["[PAD]", "[UNK]", "great", "awful", "film", "plot"]
+
+    def id_to_token(self, token_id: int) -> str:
+        return self.words[token_id]
+
+    def token_to_id(self, token: str) -> int:
+        return self.words.index(token)
+
+
+class Reviews(ClassificationDataModule):
+    def __init__(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
+        super().__init__(batch_size=4)
+        self.class_names = ["negative", "positive"]
+        self.val_set = self.test_set = TensorDataset(ids, labels)
+        self.tokenizer = WordTokenizer()
+
+
+WEIGHTS = [0.0, 0.0, 2.0, -3.0, 0.5, -0.25]
+
+
+def test_integrated_gradients_of_a_linear_text_model_are_its_word_weights():
+    model = Classifier(WordSum(WEIGHTS), num_classes=2).eval()
+    ids = torch.tensor([[2, 4, 5, 0, 0], [3, 4, 2, 3, 0]])
+    scores, delta = attribution.integrated_gradients(model, ids, torch.tensor([1, 0]), "net.embedding", 0, 1, steps=20)
+    # class 1 is explained through +z, class 0 through -z; padding gets nothing
+    assert torch.allclose(scores[0], torch.tensor([2.0, 0.5, -0.25, 0, 0]), atol=1e-5)
+    assert torch.allclose(scores[1], -torch.tensor([-3.0, 0.5, 2.0, -3.0, 0]), atol=1e-5)
+    assert delta.abs().max() < 1e-4
+
+    run = RestoredRun(None, model, Reviews(ids, torch.tensor([1, 0])), {})
+    result = explain_run(run, examples=1, ig_steps=20)
+    assert [(e.group, e.index) for e in result.examples] == [("tp", 0), ("tn", 1)]
+    page = result.html
+    assert page.count("<section>") == 2 and "[PAD]" not in page
+    assert '<span style="background:rgba(26,152,80,1.00)" title="+2.0000">great</span>' in page
+    assert '<span style="background:rgba(215,48,39,0.12)" title="-0.2500">plot</span>' in page
+    assert "for: great, film" in result.summary
+
+
+def test_a_bag_of_embeddings_has_no_tokens_to_attribute_to():
+    model = Classifier(nn.Sequential(nn.EmbeddingBag(6, 4), nn.Linear(4, 1)), num_classes=2)
+    with pytest.raises(ConfigError, match=r"net.0 is a bag of embeddings, pooled inside the layer"):
+        attribution.find_embedding(model)
+
+
+def test_image_methods_are_refused_for_text():
+    model = Classifier(WordSum(WEIGHTS), num_classes=2).eval()
+    run = RestoredRun(None, model, Reviews(torch.tensor([[2, 3, 0]]), torch.tensor([1])), {})
+    with pytest.raises(ConfigError, match=r"methods \['gradcam'\] do not apply to a text model"):
+        explain_run(run, methods=["gradcam"])
+
+
+def test_the_most_confident_hits_and_misses_are_chosen():
+    probs = np.array([0.9, 0.6, 0.2, 0.7, 0.1, 0.45, 0.95])
+    target = np.array([1, 1, 1, 0, 0, 0, 0])
+    chosen = choose_examples(Predictions(probs, target, 0.0), threshold=0.5, per_group=1)
+    assert [(e.group, e.index) for e in chosen] == [("tp", 0), ("fp", 6), ("tn", 4), ("fn", 2)]
+    assert [e.group for e in choose_examples(Predictions(probs, target, 0.0), 0.65, 2, indices=[1, 3])] == ["fn", "fp"]
+
+
+def test_explain_writes_grad_cam_lime_and_activations_for_a_trained_run(trained_run):
+    out = trained_run / "explain-out"
+    overrides = ["methods=[gradcam,lime,activations]", "examples=1", "lime.samples=40", "lime.segments=10"]
+    explain(compose_config([f"ckpt_path={best_checkpoint(trained_run)}", *overrides], out, config_name="explain"))
+    groups = (out / "examples.csv").read_text().splitlines()[1:]
+    assert groups and all(line.split(",")[0] in {"tp", "fp", "tn", "fn"} for line in groups)
+    for name in ("gradcam", "lime", "activations"):
+        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((out / "gradcam").glob("*.png"))) == len(groups)
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert set(events.Tags()["images"]) == {"explain/gradcam", "explain/lime", "explain/activations"}
