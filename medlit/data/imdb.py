@@ -54,8 +54,8 @@ class IMDBDataModule(ClassificationDataModule):
     `prepare_data` extracts `<data_dir>/<archive>` if `aclImdb/` is not there, downloading the archive first
     (from `url` or `mirrors`, MD5-checked) if it is missing too. Validation is a stratified, seeded
     `val_fraction` of the training reviews, or with `num_folds` fold `fold` of stratified folds over them.
-    The vocabulary (the `vocab_size` most frequent words) is learned
-    from the remaining training reviews only; every review becomes `max_len` token ids.
+    The vocabulary (the `vocab_size` most frequent words) is learned from the remaining training reviews
+    only; every review becomes `max_len` token ids.
 
     Tokenised splits are cached in `cache_dir` under a key made of these settings and the review files'
     names, sizes and modification times, so a second run reads them back instead of tokenising. The
