@@ -92,7 +92,8 @@ class Predictor:
             try:
                 grey = decode_image(io.BytesIO(source) if isinstance(source, bytes) else str(source), self.image_size)
             except READ_ERRORS as err:
-                raise UnreadableInput(f"{name} is not a readable image ({type(err).__name__}: {err})") from None
+                reason = str(err).split(" <_io.BytesIO")[0]  # an upload has no file name for PIL to show
+                raise UnreadableInput(f"{name} is not a readable image ({type(err).__name__}: {reason})") from None
         return torch.tensor(grey).unsqueeze(0).expand(self.in_channels, -1, -1)
 
     def encode(self, texts: Sequence[str]) -> Tensor:
