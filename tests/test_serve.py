@@ -16,6 +16,7 @@ from PIL import Image
 
 from medlit.inference import Predictor
 from tests.conftest import ROOT, best_checkpoint
+from tests.synthetic import write_dicom
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -116,6 +117,13 @@ def test_an_uploaded_xray_shows_its_probability_and_grad_cam_and_bad_uploads_a_m
                                                         box["y"] + box["height"] - 2)), dtype=float)  # fmt: skip
     assert overlay.std() > 10, "the overlay region is blank"
     assert np.abs(overlay[..., 0] - overlay[..., 2]).mean() > 10, "no heat map colours over the grey image"
+
+    dicom = write_dicom(tmp_path / "scan.dcm", np.asarray(Image.open(scan).convert("L")) * 4 + 100, slope=0.25)
+    from_file = predictor.predict_files([dicom])[0]
+    page.set_input_files("#image-file", str(dicom))
+    page.click("#image-submit")
+    page.wait_for_selector("#image-result", state="visible", timeout=30_000)
+    assert shown_probabilities(page, "image")["PNEUMONIA"] == pytest.approx(from_file.probabilities[1], abs=5e-5)
 
     notes = tmp_path / "notes.jpeg"
     notes.write_text("not an image")
