@@ -5,7 +5,9 @@ python -m medlit.compare logs/train/runs/<a> logs/train/runs/<b> -o comparison
 
 Prints a Markdown table (one row per run: the configuration values that differ between the runs, then the
 test metrics with their bootstrap intervals) and writes it with a CSV version and one ROC overlay plot to
-the output folder. Loading (`load_runs`), tabulating (`comparison_table`) and rendering (`markdown_table`,
+the output folder. Runs that differ only in their seed or cross-validation fold (`--over`) are replicates:
+a second table (summary.md, summary.csv) gives each group's number of runs and the mean ± standard
+deviation of every metric. Loading (`load_runs`), tabulating (`comparison_table`) and rendering (`markdown_table`,
 `write_csv`, `roc_overlay`) are separate steps, so rows can be grouped (e.g. over seeds) in between.
 """
 
@@ -45,6 +47,8 @@ METRICS = (
     ("test/threshold", "threshold"),
     ("val/auroc", "val AUROC"),
 )
+# settings whose runs are replicates of one experiment: grouped, with mean ± sd, by `aggregate`
+REPLICATE_KEYS = ("seed", "data.fold")
 
 
 @dataclass
@@ -176,6 +180,49 @@ def markdown_table(columns: list[str], rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def aggregate(runs: Sequence[Run], over: Sequence[str] = REPLICATE_KEYS) -> tuple[list[str], list[dict]]:
+    """Runs grouped by every differing setting except those in `over`: one row per group, in order of first
+    appearance, with the group's settings, its number of runs and each metric's mean and sample standard
+    deviation (`<title> mean`, `<title> sd`; sd is None for a single run). Missing and NaN values are left
+    out of a metric's statistics."""
+    settings = [key for key in differing_keys(runs) if key not in over]
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple(run.config.get(key, "") for key in settings), []).append(run)
+    metrics = [title for key, title in METRICS if any(key in run.metrics for run in runs)]
+    columns = [*settings, "runs", *(f"{title} {stat}" for title in metrics for stat in ("mean", "sd"))]
+    rows = []
+    for values, members in groups.items():
+        row: dict = {**dict(zip(settings, values, strict=True)), "runs": len(members)}
+        for key, title in METRICS:
+            if title not in metrics:
+                continue
+            found = np.array([m.metrics[key] for m in members if m.metrics.get(key) is not None], dtype=float)
+            found = found[~np.isnan(found)]
+            row[f"{title} mean"] = float(found.mean()) if found.size else None
+            row[f"{title} sd"] = float(found.std(ddof=1)) if found.size > 1 else None
+        rows.append(row)
+    return columns, rows
+
+
+def summary_markdown(columns: list[str], rows: list[dict]) -> str:
+    """The grouped table as Markdown, each metric shown as `mean ± sd`."""
+    shown = [c for c in columns if not c.endswith(" sd")]
+    titles = [c.removesuffix(" mean") for c in shown]
+    lines = ["| " + " | ".join(titles) + " |", "|" + " --- |" * len(shown)]
+    for row in rows:
+        cells = []
+        for column in shown:
+            value = row.get(column)
+            if not column.endswith(" mean"):
+                cells.append(str(value))
+                continue
+            spread = row.get(column.removesuffix("mean") + "sd")
+            cells.append(_number(value) + (f" ± {_number(spread)}" if spread is not None else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _number(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
@@ -221,8 +268,9 @@ def _roc(predictions: Predictions) -> tuple[np.ndarray, np.ndarray]:
     return fpr, tpr
 
 
-def compare(paths: Sequence[Path], output: Path) -> str:
-    """Load the runs, write comparison.md, comparison.csv and roc_overlay.png to `output`; return the table."""
+def compare(paths: Sequence[Path], output: Path, over: Sequence[str] = REPLICATE_KEYS) -> str:
+    """Load the runs, write comparison.md, comparison.csv and roc_overlay.png to `output`, and where some runs
+    are replicates (differ only in `over`), summary.md and summary.csv; return the table(s) as Markdown."""
     runs = load_runs(paths)
     columns, rows = comparison_table(runs)
     table = markdown_table(columns, rows)
@@ -230,6 +278,15 @@ def compare(paths: Sequence[Path], output: Path) -> str:
     (output / "comparison.md").write_text(table)
     write_csv(output / "comparison.csv", columns, rows)
     save_figure(roc_overlay(runs), output / "roc_overlay.png")
+    summary_columns, summary_rows = aggregate(runs, over)
+    if len(summary_rows) < len(runs):
+        summary = summary_markdown(summary_columns, summary_rows)
+        (output / "summary.md").write_text(summary)
+        write_csv(output / "summary.csv", summary_columns, summary_rows)
+        table += f"\nMean ± sd over {', '.join(over)}:\n\n{summary}"
+    else:  # no replicates: a summary left by an earlier comparison in this folder would mislead
+        for stale in ("summary.md", "summary.csv"):
+            (output / stale).unlink(missing_ok=True)
     return table
 
 
@@ -237,16 +294,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m medlit.compare", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories or multirun directories")
     parser.add_argument("-o", "--output", type=Path, default=Path("comparison"), help="default: ./comparison")
+    parser.add_argument(
+        "--over",
+        default=",".join(REPLICATE_KEYS),
+        help="comma-separated settings whose runs are replicates, summarised as mean ± sd (default: seed,data.fold)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        table = compare(args.runs, args.output)
+        table = compare(args.runs, args.output, [key for key in args.over.split(",") if key])
     except MedlitError as err:
         fail(str(err), 1)
     print(table)
-    print(
-        f"Written: {args.output / 'comparison.md'}, {args.output / 'comparison.csv'}, {args.output / 'roc_overlay.png'}"
-    )
+    written = ["comparison.md", "comparison.csv", "roc_overlay.png", "summary.md", "summary.csv"]
+    print("Written: " + ", ".join(str(args.output / name) for name in written if (args.output / name).is_file()))
 
 
 if __name__ == "__main__":

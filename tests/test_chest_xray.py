@@ -84,6 +84,22 @@ def test_kaggle_layout_with_carved_validation(xray, tmp_path):
     assert set(labels.tolist()) <= {0, 1}
 
 
+def test_five_folds_partition_the_training_patients(tmp_path):
+    root = write_xray_folder(
+        tmp_path / "xr", patients={"train": (12, 30), "val": (1, 1), "test": (2, 2)}, bad_files=False
+    )
+    folds = [loaded(root, tmp_path, num_folds=5, fold=fold).split_files for fold in range(5)]
+    train_patients = {patient_id(f) for f in folds[0]["train"] + folds[0]["val"]}
+    assert len(train_patients) == 42 and len(folds[0]["train"] + folds[0]["val"]) > 42  # several images each
+    seen: Counter = Counter()
+    for files in folds:
+        assert sorted(files["train"] + files["val"]) == sorted(folds[0]["train"] + folds[0]["val"])
+        val_patients = {patient_id(f) for f in files["val"]}
+        assert not val_patients & {patient_id(f) for f in files["train"]}
+        seen.update(val_patients)
+    assert set(seen) == train_patients and set(seen.values()) == {1}
+
+
 def test_official_validation_and_test_folders(xray, tmp_path):
     dm = loaded(xray, tmp_path, val_strategy="official")
     assert {f.split("/")[0] for f in dm.split_files["val"]} == {"val"}

@@ -6,10 +6,21 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 
-from medlit.compare import Run, comparison_table, differing_keys, load_runs, main, markdown_table
+from medlit.compare import (
+    Run,
+    aggregate,
+    comparison_table,
+    differing_keys,
+    load_runs,
+    main,
+    markdown_table,
+    summary_markdown,
+)
 from medlit.errors import MedlitError
+from tests.conftest import FAST, run_train
 
 
 def test_a_two_run_sweep_is_compared_with_the_learning_rate_that_differs(two_run_multirun, tmp_path, capsys):
@@ -61,3 +72,49 @@ def test_a_folder_without_runs_is_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MedlitError, match=r"empty is neither a run directory"):
         load_runs([tmp_path / "empty"])
+
+
+def _replicate(name: str, lr: str, seed: str, auroc: float | None) -> Run:
+    return Run(None, name, {"optimizer.lr": lr, "seed": seed}, {"test/auroc": auroc, "test/acc": 0.5})
+
+
+def test_runs_differing_only_in_seed_are_summarised_as_mean_and_sd():
+    runs = [
+        _replicate("0", "0.001", "1", 0.80),
+        _replicate("1", "0.001", "2", 0.90),
+        _replicate("2", "0.003", "1", 0.70),
+        _replicate("3", "0.001", "3", 0.85),
+        _replicate("4", "0.003", "2", None),
+    ]
+    columns, rows = aggregate(runs)
+    assert columns == ["optimizer.lr", "runs", "AUROC mean", "AUROC sd", "accuracy mean", "accuracy sd"]
+    first, second = rows
+    assert (first["optimizer.lr"], first["runs"]) == ("0.001", 3)
+    assert first["AUROC mean"] == pytest.approx(0.85) and first["AUROC sd"] == pytest.approx(0.05)
+    assert (second["runs"], second["AUROC mean"], second["AUROC sd"]) == (2, pytest.approx(0.70), None)
+    assert second["accuracy sd"] == 0.0
+    assert summary_markdown(columns, rows).splitlines()[2:] == [
+        "| 0.001 | 3 | 0.850 ± 0.050 | 0.500 ± 0.000 |",
+        "| 0.003 | 2 | 0.700 | 0.500 ± 0.000 |",
+    ]
+
+
+def test_a_three_seed_sweep_is_summarised(tmp_path_factory, medmnist_dir, tmp_path, capsys):
+    logs = tmp_path_factory.mktemp("seeds")
+    result = run_train(
+        "-m", "seed=1,2,3", f"data.data_dir={medmnist_dir}", *FAST, "model=baseline_cnn", "model.filters=8",
+        "trainer.max_epochs=1", f"paths.log_dir={logs}", cwd=logs,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (multirun,) = (logs / "train" / "multiruns").iterdir()
+    main([str(multirun), "-o", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    aurocs = [json.loads((multirun / job / "metrics.json").read_text())["test/auroc"] for job in "012"]
+    assert len(set(aurocs)) > 1, "different seeds should give different models"
+    with open(tmp_path / "out" / "summary.csv") as handle:
+        (row,) = csv.DictReader(handle)
+    assert row["runs"] == "3"
+    assert float(row["AUROC mean"]) == pytest.approx(np.mean(aurocs))
+    assert float(row["AUROC sd"]) == pytest.approx(np.std(aurocs, ddof=1))
+    assert "Mean ± sd over seed, data.fold:" in printed
+    assert (tmp_path / "out" / "summary.md").read_text() in printed
