@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
@@ -20,6 +21,11 @@ from medlit.predict import predict
 from medlit.rebuild import load_run
 from tests.conftest import best_checkpoint, compose_config
 from tests.synthetic import blob_images, write_dicom
+
+
+def predict_probabilities(model, images) -> list[float]:
+    with torch.no_grad():
+        return model.probabilities(model(images)).tolist()
 
 
 def read_csv(path):
@@ -134,3 +140,16 @@ def test_predict_refuses_text_for_an_image_model_and_an_empty_request(trained_xr
     with pytest.raises(DataError, match="no files in"):
         (tmp_path / "empty").mkdir()
         predict(predict_config(trained_xray_run, tmp_path, f"inputs={tmp_path / 'empty'}"))
+
+
+def test_images_saved_from_pneumoniamnist_predict_as_in_its_evaluation(trained_run, tmp_path):
+    """A 28 px MedMNIST checkpoint: PNGs of its test images give the evaluation's probabilities."""
+    run = load_run(best_checkpoint(trained_run))
+    images, _ = next(iter(run.datamodule.evaluation_dataloader("test")))
+    expected = predict_probabilities(run.model, images[:4])
+    for i, image in enumerate(images[:4]):
+        Image.fromarray(image[0].numpy()).save(tmp_path / f"{i}.png")
+    predictor = Predictor.from_checkpoint(best_checkpoint(trained_run))
+    assert (predictor.image_size, predictor.in_channels) == (28, 1)
+    found = predictor.predict_files(list_inputs([tmp_path]))
+    assert [p.probabilities[1] for p in found] == pytest.approx(expected, abs=1e-6)
