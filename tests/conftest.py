@@ -15,19 +15,32 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from medlit.training import train
-from tests.synthetic import write_medmnist_npz, write_xray_folder
+from tests.synthetic import write_aclimdb, write_medmnist_npz, write_xray_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
 @pytest.fixture(scope="session")
-def medmnist_dir(tmp_path_factory) -> Path:
+def data_root(tmp_path_factory) -> Path:
+    """Generated data sets where every `data=` config looks when `paths.data_dir` is this folder."""
+    root = tmp_path_factory.mktemp("data")
+    write_medmnist_npz(root / "medmnist" / "pneumoniamnist.npz", num_classes=2)
+    write_medmnist_npz(root / "medmnist" / "organcmnist.npz", num_classes=11, counts=(132, 66, 66), seed=1)
+    write_aclimdb(root / "imdb")
+    return root
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir(data_root) -> Path:
     """Generated PneumoniaMNIST and OrganCMNIST files where `data=pneumoniamnist|organcmnist` look."""
-    folder = tmp_path_factory.mktemp("medmnist")
-    write_medmnist_npz(folder / "pneumoniamnist.npz", num_classes=2)
-    write_medmnist_npz(folder / "organcmnist.npz", num_classes=11, counts=(132, 66, 66), seed=1)
-    return folder
+    return data_root / "medmnist"
+
+
+@pytest.fixture(scope="session")
+def imdb_dir(data_root) -> Path:
+    """A generated folder in the aclImdb layout (40 training and 16 test reviews per class)."""
+    return data_root / "imdb"
 
 
 @pytest.fixture(scope="session")
@@ -57,15 +70,15 @@ def offline(cfg: DictConfig) -> DictConfig:
 
 
 @pytest.fixture
-def train_config(tmp_path, medmnist_dir, xray_dir):
-    """Compose a fast CPU run on the generated MedMNIST files, or the chest X-ray folder at 32 px."""
+def train_config(tmp_path, data_root, xray_dir):
+    """Compose a fast CPU run on the generated data sets (the chest X-ray folder at 32 px)."""
 
     def make(*overrides: str) -> DictConfig:
         xray = any(o == "data=chest_xray" or o.startswith("experiment=xray_") for o in overrides)
         data = (
             [f"data.data_dir={xray_dir}", f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=32"]
             if xray
-            else [f"data.data_dir={medmnist_dir}"]
+            else [f"paths.data_dir={data_root}"]
         )
         base = [
             *data,

@@ -43,6 +43,34 @@ def write_medmnist_npz(
     return path
 
 
+POSITIVE_WORDS = ("great", "wonderful", "superb", "loved", "brilliant", "moving")
+NEGATIVE_WORDS = ("awful", "boring", "terrible", "hated", "waste", "dull")
+FILLER_WORDS = ("the", "film", "movie", "plot", "actor", "scene", "story", "and", "a", "was", "it", "this")
+
+
+def synthetic_review(label: int, rng: np.random.Generator, words: int = 24) -> str:
+    """Filler words with a few sentiment words of the label's side, and an HTML line break, as in aclImdb."""
+    tokens = list(rng.choice(FILLER_WORDS, words))
+    mood = POSITIVE_WORDS if label else NEGATIVE_WORDS
+    for i in rng.choice(words, 4, replace=False):
+        tokens[i] = rng.choice(mood)
+    half = words // 2
+    return " ".join(tokens[:half]) + ".<br /><br />" + " ".join(tokens[half:]) + "."
+
+
+def write_aclimdb(data_dir: Path, per_class: dict[str, int] | None = None, seed: int = 0) -> Path:
+    """`data_dir/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`: the layout of the IMDb archive."""
+    rng = np.random.default_rng(seed)
+    for split, count in (per_class or {"train": 40, "test": 16}).items():
+        for label, folder in enumerate(("neg", "pos")):
+            target = data_dir / "aclImdb" / split / folder
+            target.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                rating = rng.integers(7, 11) if label else rng.integers(1, 5)
+                (target / f"{i}_{rating}.txt").write_text(synthetic_review(label, rng), encoding="utf-8")
+    return data_dir
+
+
 def _xray_names(label: int, patients: int, offset: int) -> list[str]:
     """Kermany-style file names, one to three images per patient."""
     names = []

@@ -20,7 +20,9 @@ def test_data(name, tmp_path):
     cfg = compose_config([f"data={name}"], tmp_path)
     dm = instantiate(cfg.data)
     assert dm.num_classes == cfg.data.num_classes
-    assert dm.image_size == cfg.data.image_size
+    for key in ("image_size", "vocab_size", "max_len"):  # what the model configs read from ${data}
+        if key in cfg.data:
+            assert getattr(dm, key) == cfg.data[key], key
 
 
 @pytest.mark.parametrize("optimizer", options("optimizer"))

@@ -7,23 +7,34 @@ import pytest
 import timm
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from medlit.classifier import Classifier
+from medlit.data.vocabulary import PAD_ID
 from medlit.errors import MedlitError
-from medlit.models import CustomCNN, TimmNet, num_logits
+from medlit.models import BiLSTM, CustomCNN, FastText, TimmNet, num_logits
+from medlit.models.text import align_end
 from tests.conftest import CONF, compose_config, offline
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+TEXT_MODELS = [m for m in MODELS if "vocab_size" in OmegaConf.load(CONF / "model" / f"{m}.yaml")]
+IMAGE_MODELS = [m for m in MODELS if m not in TEXT_MODELS]
 # the named transfer models (mobilenetv2, vgg16, ...) are TimmNets like `timm`, checked here on one task;
-# every model also runs a binary fast_dev_run on the chest X-rays in test_train
+# every image model also runs a binary fast_dev_run on the chest X-rays in test_train
 NAMED_TIMM = {m for m in MODELS if "- timm" in (CONF / "model" / f"{m}.yaml").read_text()}
 CASES = [
     (m, d)
-    for m in MODELS
+    for m in IMAGE_MODELS
     if m not in NAMED_TIMM
     for d in ("pneumoniamnist", "organcmnist")
     if m != "timm" or d == "organcmnist"
 ]
+
+
+def assert_all_parameters_learn(net: torch.nn.Module, out: torch.Tensor) -> None:
+    out.square().sum().backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"parameters without gradient: {missing}"
 
 
 @pytest.mark.parametrize(("model", "data"), CASES)
@@ -38,9 +49,52 @@ def test_model_outputs_and_gradients(model, data, tmp_path):
     # one update first: timm's ResNets start their residual branches at zero (zero-initialised last norm)
     torch.optim.SGD(net.parameters(), lr=0.1).step()
     net.zero_grad()
-    net(x).square().sum().backward()
-    missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, f"parameters without gradient: {missing}"
+    assert_all_parameters_learn(net, net(x))
+
+
+def token_ids(lengths: list[int], max_len: int, vocab_size: int) -> torch.Tensor:
+    """Random word ids, padded with PAD_ID after each row's `lengths[i]` words."""
+    ids = torch.randint(PAD_ID + 2, vocab_size, (len(lengths), max_len), generator=torch.Generator().manual_seed(0))
+    for row, length in zip(ids, lengths, strict=True):
+        row[length:] = PAD_ID
+    return ids
+
+
+@pytest.mark.parametrize("model", TEXT_MODELS)
+def test_text_model_outputs_and_gradients(model, tmp_path):
+    cfg = compose_config([f"model={model}", "data=imdb", "data.vocab_size=500", "data.max_len=40"], tmp_path)
+    net = instantiate(cfg.model)
+    out = net(token_ids([40, 25, 3, 0], max_len=40, vocab_size=500))
+    assert out.shape == (4, 1)
+    assert torch.isfinite(out).all(), "an empty review gives a finite logit too"
+    assert_all_parameters_learn(net, out)
+
+
+@pytest.mark.parametrize("model", [m for m in TEXT_MODELS if m != "text_ffn"])
+def test_text_models_ignore_padding(model, tmp_path):
+    """A review's logit is the same however much padding follows it (and whatever the batch's lengths)."""
+    cfg = compose_config([f"model={model}", "data=imdb", "data.vocab_size=500", "data.max_len=60"], tmp_path)
+    net = instantiate(cfg.model).eval()
+    ids = token_ids([30, 12, 1], max_len=30, vocab_size=500)
+    padded = torch.cat([ids, torch.zeros(3, 30, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        alone = torch.cat([net(ids[i : i + 1, : max(1, int((ids[i] != PAD_ID).sum()))]) for i in range(3)])
+        assert torch.allclose(net(ids), alone, atol=1e-5)
+        assert torch.allclose(net(padded), alone, atol=1e-5)
+
+
+def test_max_pooled_bilstm_ignores_padding():
+    net = BiLSTM(vocab_size=500, num_classes=2, pooling="max").eval()
+    ids = token_ids([30, 12, 1], max_len=30, vocab_size=500)
+    with torch.no_grad():
+        alone = torch.cat([net(ids[i : i + 1, : max(1, int((ids[i] != PAD_ID).sum()))]) for i in range(3)])
+        assert torch.allclose(net(torch.cat([ids, torch.zeros(3, 30, dtype=torch.long)], dim=1)), alone, atol=1e-5)
+
+
+def test_the_feed_forward_network_sees_every_review_end_at_the_window_end():
+    ids = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [9, 0, 0, 0, 0]])
+    expected = [[0, 0, 5, 6, 7], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [0, 0, 0, 0, 9]]
+    assert align_end(ids).tolist() == expected
 
 
 @pytest.mark.parametrize("size", [28, 64, 150, 224])
@@ -54,6 +108,16 @@ def test_binary_tasks_have_one_logit():
     assert num_logits(11) == 11
     with pytest.raises(ValueError, match="at least 2 classes"):
         num_logits(1)
+
+
+def test_sparse_fasttext_touches_only_the_rows_of_its_batch():
+    net = FastText(vocab_size=50, num_classes=2, embed_dim=4, ngrams=2, buckets=1000, sparse=True)
+    ids = torch.tensor([[5, 6, 7, 0]])
+    net(ids).sum().backward()
+    grad = net.embedding.weight.grad
+    assert grad.is_sparse
+    rows = set(grad.coalesce().indices()[0].tolist())
+    assert rows == set(net.ngram_ids(ids)[0].tolist()) - {PAD_ID} and len(rows) == 5  # 3 words, 2 bigrams
 
 
 def test_timm_model_takes_any_timm_name_and_greyscale(tmp_path):

@@ -102,10 +102,18 @@ def test_a_checkpoint_write_cut_short_keeps_the_previous_checkpoint(tmp_path):
     assert load_checkpoint(path)["epoch"] == 1
 
 
-def test_same_seed_in_deterministic_mode_gives_identical_metrics(train_config, tmp_path):
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        ["data=imdb", "model=bilstm", "data.bucket_by_length=true", "data.max_len=32", "data.batch_size=16"],
+    ],
+    ids=["pneumoniamnist", "imdb-bilstm-buckets"],
+)
+def test_same_seed_in_deterministic_mode_gives_identical_metrics(train_config, tmp_path, data):
     texts = []
     for attempt in range(2):
-        cfg = train_config("seed=1", "trainer.deterministic=true", "trainer.max_epochs=2", "data.num_workers=2")
+        cfg = train_config("seed=1", "trainer.deterministic=true", "trainer.max_epochs=2", "data.num_workers=2", *data)
         cfg.paths.output_dir = str(tmp_path / f"attempt{attempt}")
         train(cfg)
         texts.append((tmp_path / f"attempt{attempt}" / "metrics.json").read_text())
@@ -228,10 +236,14 @@ def test_a_full_disk_fails_before_training(train_config, tmp_path, monkeypatch):
     [
         (
             ["model=resnet9000"],
-            "no config 'model/resnet9000'; choose model= one of baseline_cnn, custom_cnn",
+            "no config 'model/resnet9000'; choose model= one of baseline_cnn, bilstm, custom_cnn",
             2,
         ),
-        (["data=mnist"], "no config 'data/mnist'; choose data= one of chest_xray, organcmnist, pneumoniamnist", 2),
+        (
+            ["data=mnist"],
+            "no config 'data/mnist'; choose data= one of chest_xray, imdb, organcmnist, pneumoniamnist",
+            2,
+        ),
         (["trainer.max_epoch=3"], "unknown key 'trainer.max_epoch'; did you mean trainer.max_epochs?", 2),
         (
             ["model.in_channels=3"],

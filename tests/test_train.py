@@ -6,10 +6,13 @@ import json
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tokenizers import Tokenizer
 
 from medlit.training import train
 from tests.conftest import CONF
+from tests.test_models import IMAGE_MODELS, TEXT_MODELS
 
 METRICS = {"acc", "precision", "recall", "specificity", "f1", "auroc", "loss"}
 
@@ -30,12 +33,41 @@ def test_fast_dev_run(train_config, data, model, tmp_path):
     assert {f"test/{m}" for m in METRICS} <= set(metrics)
 
 
-@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+@pytest.mark.parametrize("model", TEXT_MODELS)
+def test_text_fast_dev_run(train_config, model, tmp_path):
+    train(train_config("data=imdb", f"model={model}", "debug=fdr", "data.max_len=32"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {f"test/{m}" for m in METRICS} <= set(metrics)
+
+
+@pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_chest_xray_fast_dev_run(train_config, model, tmp_path):
-    """Every network on the generated Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px."""
+    """Every image network on the generated Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px."""
     train(train_config("data=chest_xray", f"model={model}", "debug=fdr", "data.batch_size=4"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {f"test/{m}" for m in METRICS} <= set(metrics)
+
+
+def test_a_text_run_keeps_its_vocabulary_and_a_checkpoint_is_tested_with_it(train_config, tmp_path):
+    common = ["data=imdb", "model=fasttext", "data.vocab_size=20", "data.max_len=32", "data.batch_size=16"]
+    train(train_config(*common, "trainer.max_epochs=4", "optimizer.lr=0.05"))
+    run = tmp_path / "run"
+    first = json.loads((run / "metrics.json").read_text())
+    assert first["test/acc"] > 0.8, "the generated sentiment words are easy to learn"
+    best = next((run / "checkpoints").glob("epoch_*.ckpt"))
+    saved = torch.load(best, weights_only=True)["IMDBDataModule"]["tokenizer"]
+    assert Tokenizer.from_file(str(run / "tokenizer.json")).to_str() == saved
+
+    # another validation split gives another vocabulary of the same size; the checkpoint brings its own
+    dm = instantiate(train_config(*common, "data.split_seed=7").data)
+    dm.setup()
+    assert dm.tokenizer.to_str() != saved
+    (run / "metrics.json").unlink()
+    train(train_config(*common, "data.split_seed=7", "train=false", f"ckpt_path={best}"))
+    again = json.loads((run / "metrics.json").read_text())
+    assert again["test/acc"] == pytest.approx(first["test/acc"])
+    assert again["test/auroc"] == pytest.approx(first["test/auroc"])
+    assert Tokenizer.from_file(str(run / "tokenizer.json")).to_str() == saved
 
 
 def test_run_selects_on_validation_tests_once_and_logs_to_tensorboard(train_config, tmp_path):

@@ -118,7 +118,16 @@ class ClassificationDataModule(pl.LightningDataModule):
         dataset, seed = self.train_set, run_seed()
         if hasattr(dataset, "seed"):
             dataset.seed = seed
-        sampler = EpochSampler(
+        sampler = self._train_sampler(dataset, seed)
+        # the loader's own generator seeds the workers, so creating it leaves the global RNG untouched
+        generator = torch.Generator().manual_seed(seed)
+        # a last batch of one example would break BatchNorm's training statistics
+        drop_last = len(dataset) > self.batch_size
+        return self._loader(dataset, self.batch_size, sampler=sampler, generator=generator, drop_last=drop_last)
+
+    def _train_sampler(self, dataset: Dataset, seed: int) -> EpochSampler:
+        """The training order of every epoch, drawn from (seed, epoch) and sharded under DDP."""
+        return EpochSampler(
             len(dataset),
             seed,
             epoch=self._current_epoch,
@@ -126,11 +135,6 @@ class ClassificationDataModule(pl.LightningDataModule):
             shuffle=self.shuffle,
             keyed=getattr(dataset, "keyed_by_epoch", False),
         )
-        # the loader's own generator seeds the workers, so creating it leaves the global RNG untouched
-        generator = torch.Generator().manual_seed(seed)
-        # a last batch of one example would break BatchNorm's training statistics
-        drop_last = len(dataset) > self.batch_size
-        return self._loader(dataset, self.batch_size, sampler=sampler, generator=generator, drop_last=drop_last)
 
     def sample_weights(self) -> Tensor | None:
         """Per-example sampling weights for the training loader (None: shuffle without replacement)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
@@ -65,3 +66,54 @@ class EpochSampler(DistributedSampler):
         order = order.repeat(-(-self.total_size // self.size))[: self.total_size]
         for index in order[self.rank :: self.num_replicas].tolist():
             yield (epoch, index) if self.keyed else index
+
+
+class LengthBucketSampler(EpochSampler):
+    """`EpochSampler`'s order regrouped so that every batch holds examples of similar length.
+
+    From the epoch's order (drawn from `(seed, epoch)`), pools of `pool` global batches are sorted by
+    length and cut into global batches of `batch_size` x world size, whose order is shuffled with the
+    same generator (an incomplete global batch stays last). Each process takes every `world_size`-th
+    example, so its `batch_size` consecutive indices are its share of one global batch: a DDP step
+    trains on the global batch one process would see with `batch_size` x world size, and a resumed run
+    draws the same batches. Serve it with a DataLoader of the same `batch_size`.
+    """
+
+    def __init__(
+        self,
+        lengths: Tensor,
+        batch_size: int,
+        seed: int,
+        epoch: Callable[[], int],
+        shuffle: bool = True,
+        pool: int = 50,
+    ) -> None:
+        super().__init__(len(lengths), seed, epoch, shuffle=shuffle)
+        self.lengths, self.batch_size, self.pool = lengths, batch_size, pool
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch_of()))
+        order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
+        order = order.repeat(-(-self.total_size // self.size))[: self.total_size]
+        step = self.batch_size * self.num_replicas
+        batches: list[Tensor] = []
+        for pool in order.split(step * self.pool):
+            batches += pool[self.lengths[pool].argsort(stable=True)].split(step)
+        full, rest = batches[: self.total_size // step], batches[self.total_size // step :]
+        if self.shuffle:
+            full = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
+        yield from torch.cat(full + rest)[self.rank :: self.num_replicas].tolist()
+
+
+class LengthOrderSampler(UnrepeatedDistributedSampler):
+    """Evaluation in order of length (little padding per batch); under DDP each process takes every
+    `world_size`-th example of that order, and every example is evaluated exactly once."""
+
+    def __init__(self, lengths: Tensor) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        super().__init__(range(len(lengths)), num_replicas=world, rank=rank, shuffle=False)
+        self.lengths = lengths
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.lengths.argsort(stable=True)[self.rank :: self.num_replicas].tolist())

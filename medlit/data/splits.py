@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import PurePath
 
 import numpy as np
@@ -30,7 +30,7 @@ def patient_id(filename: str) -> str:
 
 
 def grouped_split(
-    labels: Sequence[int], groups: Sequence[str], fraction: float, seed: int = 0
+    labels: Sequence[int], groups: Sequence[Hashable], fraction: float, seed: int = 0
 ) -> tuple[list[int], list[int]]:
     """Indices (kept, held out): about `fraction` of each class held out, whole groups at a time.
 
@@ -62,6 +62,11 @@ def grouped_split(
             taken += len(members[group])
     held_set = set(held)
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): about `fraction` of each class held out, every example its own group."""
+    return grouped_split(labels, range(len(labels)), fraction, seed)
 
 
 def cross_validation_fold(
