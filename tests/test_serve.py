@@ -16,7 +16,7 @@ from PIL import Image
 
 from medlit.inference import Predictor
 from tests.conftest import ROOT, best_checkpoint
-from tests.synthetic import write_dicom
+from tests.synthetic import POSITIVE_WORDS, write_dicom
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -139,3 +139,30 @@ def test_an_uploaded_xray_shows_its_probability_and_grad_cam_and_bad_uploads_a_m
     page.click("#image-submit")
     page.wait_for_function("() => document.getElementById('image-error').textContent.includes('large.png')")
     assert page.inner_text("#image-error") == "large.png is larger than the upload limit of 0.05 MB (max_upload_mb)"
+
+
+@pytest.mark.parametrize("server", ["trained_imdb_run"], indirect=True)
+def test_a_pasted_review_shows_its_sentiment_and_the_words_that_drove_it(server, page):
+    url, ckpt = server
+    review = "The plot was superb and the actors were wonderful, a brilliant film.<br />I loved it."
+    expected = Predictor.from_checkpoint(ckpt).predict_texts([review])[0]
+    assert expected.predicted == "positive"
+
+    page.goto(url)
+    assert page.locator("#image-section").is_hidden()
+    page.fill("#text-input", review)
+    page.click("#text-submit")
+    page.wait_for_selector("#text-result", state="visible", timeout=30_000)
+    assert page.inner_text("#text-predicted") == "positive"
+    assert shown_probabilities(page, "text")["positive"] == pytest.approx(expected.probabilities[1], abs=5e-5)
+    words = page.locator("#text-words span")
+    scores = {words.nth(i).inner_text(): float(words.nth(i).get_attribute("title")) for i in range(words.count())}
+    assert {"plot", "superb", "wonderful", "brilliant", "loved"} <= scores.keys()
+    strongest = max(scores, key=scores.get)
+    assert strongest in POSITIVE_WORDS, scores  # the sentiment words, not the filler, drive the prediction
+
+    page.fill("#text-input", "   ")
+    page.click("#text-submit")
+    page.wait_for_function("() => document.getElementById('text-error').textContent.length > 0")
+    assert page.inner_text("#text-error") == "the review is empty"
+    assert page.locator("#text-result").is_hidden()
