@@ -76,3 +76,8 @@ def test_export_refuses_an_unknown_format_and_reports_a_failed_check(trained_xra
         export(export_config(trained_xray_run, tmp_path, "format=tflite"))
     with pytest.raises(MedlitError, match=r"model\.pt differs from PyTorch by 0 > tolerance=-1"):
         export(export_config(trained_xray_run, tmp_path, "format=torchscript", "tolerance=-1"))
+
+
+def test_export_refuses_a_text_checkpoint(trained_imdb_run, tmp_path):
+    with pytest.raises(ConfigError, match="is a text model; export takes image models"):
+        export(export_config(trained_imdb_run, tmp_path))
