@@ -54,11 +54,7 @@ def rebuild(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
     `named` (default: those this command line sets), which keep their values in `cfg`; its data module set
     up and its weights loaded (on the CPU, in evaluation mode)."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    saved = checkpoint.get("hyper_parameters", {}).get("run_config")
-    if not saved:
-        raise MedlitError(f"{cfg.ckpt_path} holds no run configuration (hyper_parameters.run_config)")
-    named = _command_line_keys() if named is None else list(named)
-    cfg = _with_saved_run(cfg, OmegaConf.create(saved), named)
+    cfg = _with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -68,6 +64,33 @@ def rebuild(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
     return RestoredRun(cfg, model, datamodule, checkpoint)
 
 
+def rebuild_classifier(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
+    """The classifier behind `cfg.ckpt_path` (weights, normalisation and decision threshold loaded; on the
+    CPU, in evaluation mode) without its data: the data module is built from the stored settings, which
+    say how inputs are prepared (image size, channels), but not set up, so the training data need not be
+    present. Its saved state (e.g. a tokenizer) stays in `checkpoint`. For predictions on new inputs.
+
+    Pretrained weights are not fetched: the checkpoint holds every weight.
+    """
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    cfg = _with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named))
+    with open_dict(cfg):
+        for key in ("pretrained", "checkpoint_path"):
+            if cfg.model.get(key):
+                cfg.model[key] = None if key == "checkpoint_path" else False
+    hparams = checkpoint["hyper_parameters"]
+    factory = instantiate(cfg.classifier, _partial_=True, _convert_="all")
+    model = factory(
+        net=instantiate(cfg.model),
+        num_classes=hparams["num_classes"],
+        class_names=hparams.get("class_names"),
+        run_config=hparams["run_config"],
+    )
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval()
+    return RestoredRun(cfg, model, instantiate(cfg.data), checkpoint)
+
+
 def load_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> RestoredRun:
     """The run behind a checkpoint, for notebooks and scripts: `overrides` such as
     `{"data.data_dir": "/shared/medmnist"}` replace stored values."""
@@ -75,6 +98,17 @@ def load_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> 
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, force_add=True)
     return rebuild(cfg, list(overrides or {}))
+
+
+def _saved_run(checkpoint: dict[str, Any], path: str) -> DictConfig:
+    saved = checkpoint.get("hyper_parameters", {}).get("run_config")
+    if not saved:
+        raise MedlitError(f"{path} holds no run configuration (hyper_parameters.run_config)")
+    return OmegaConf.create(saved)
+
+
+def _named(named: Sequence[str] | None) -> list[str]:
+    return _command_line_keys() if named is None else list(named)
 
 
 def _with_saved_run(cfg: DictConfig, saved: DictConfig, named: Sequence[str]) -> DictConfig:

@@ -157,3 +157,31 @@ def two_run_multirun(tmp_path_factory, medmnist_dir) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (multirun,) = (logs / "train" / "multiruns").iterdir()
     return multirun
+
+
+@pytest.fixture(scope="session")
+def trained_xray_run(tmp_path_factory, xray_dir) -> Path:
+    """A finished run on the generated chest X-ray folder at 32 px: baseline CNN, 2 epochs, Youden threshold."""
+    run = tmp_path_factory.mktemp("trained-xray") / "run"
+    overrides = [
+        "data=chest_xray", f"data.data_dir={xray_dir}", f"data.cache_dir={run.parent / 'cache'}",
+        "data.image_size=32", "data.decode_workers=1", *FAST, "model=baseline_cnn", "model.filters=8",
+        "trainer.max_epochs=2", "optimizer.lr=3e-3", "threshold=youden", "logger=csv",
+    ]  # fmt: skip
+    train(compose_config(overrides, run))
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_imdb_run(tmp_path_factory, imdb_dir) -> Path:
+    """A finished run on the generated aclImdb folder: a small Transformer, the best of 10 epochs by validation
+    loss (validation AUROC is 1 from the first epoch on), Youden threshold."""
+    run = tmp_path_factory.mktemp("trained-imdb") / "run"
+    overrides = [
+        "data=imdb", f"data.data_dir={imdb_dir}", f"data.cache_dir={run.parent / 'cache'}", "data.max_len=32",
+        "data.vocab_size=60", *FAST, "data.batch_size=8", "model=text_transformer", "model.d_model=16",
+        "model.heads=2", "model.layers=1", "model.ff_dim=32", "trainer.max_epochs=10", "optimizer.lr=1e-2",
+        "monitor.metric=val/loss", "monitor.mode=min", "threshold=youden", "logger=csv",
+    ]  # fmt: skip
+    train(compose_config(overrides, run))
+    return run

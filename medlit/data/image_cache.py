@@ -50,13 +50,18 @@ def decode_image(path: str, size: int) -> np.ndarray:
     """
     with Image.open(path) as image:
         image.draft("L", (size, size))
-        if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) greyscale
-            wide = np.asarray(image, dtype=np.float32) / 257.0
-            image = Image.fromarray(wide.clip(0, 255).round().astype(np.uint8))
-        elif image.mode != "L":
-            image = image.convert("L")
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-        return np.asarray(image, dtype=np.uint8)
+        return grey_square(image, size)
+
+
+def grey_square(image: Image.Image, size: int) -> np.ndarray:
+    """An opened image as greyscale uint8 (size, size): every decoded image goes through here."""
+    if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) greyscale
+        wide = np.asarray(image, dtype=np.float32) / 257.0
+        image = Image.fromarray(wide.clip(0, 255).round().astype(np.uint8))
+    elif image.mode != "L":
+        image = image.convert("L")
+    image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _decode_or_reason(args: tuple[str, int]) -> np.ndarray | str:
