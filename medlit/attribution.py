@@ -220,4 +220,7 @@ def integrated_gradients(
             ids, baselines=baseline, target=target, n_steps=steps, internal_batch_size=64,
             return_convergence_delta=True,
         )  # fmt: skip
-    return attributions.sum(dim=-1).detach().cpu(), delta.detach().cpu()
+    scores = attributions.sum(dim=-1).detach().cpu()
+    # networks that cut a batch to its longest review attribute to that many positions: the rest is padding
+    scores = torch.nn.functional.pad(scores, (0, ids.shape[1] - scores.shape[1]))
+    return scores, delta.detach().cpu()

@@ -87,8 +87,7 @@ class Explainer:
             scores, delta = attribution.integrated_gradients(
                 predictor.model, ids, target, self.layer, pad_id, unknown_id, self.ig_steps
             )
-        # networks that cut a batch to its longest review attribute to that many positions; words come first
-        row = ids[0, : scores.shape[1]].cpu()
+        row = ids[0].cpu()
         keep = row != pad_id
         words = [tokenizer.id_to_token(int(i)) for i in row[keep]]
         values = scores[0][keep].numpy()

@@ -20,6 +20,7 @@ from medlit.errors import ConfigError
 from medlit.evaluation import Predictions
 from medlit.explain import choose_examples, explain, explain_run
 from medlit.models import BaselineCNN
+from medlit.models.text import BiLSTM, TextFFN, TextTransformer
 from medlit.rebuild import RestoredRun
 from tests.conftest import best_checkpoint, compose_config
 
@@ -142,6 +143,21 @@ def test_integrated_gradients_of_a_linear_text_model_are_its_word_weights():
     assert '<span style="background:rgba(26,152,80,1.00)" title="+2.0000">great</span>' in page
     assert '<span style="background:rgba(215,48,39,0.12)" title="-0.2500">plot</span>' in page
     assert "for: great, film" in result.summary
+
+
+@pytest.mark.parametrize("name", ["bilstm", "text_transformer", "text_ffn"])
+def test_text_networks_explain_a_batch_padded_beyond_its_longest_review(name, tmp_path):
+    net = {
+        "bilstm": lambda: BiLSTM(vocab_size=6, num_classes=2),
+        "text_transformer": lambda: TextTransformer(vocab_size=6, num_classes=2, max_len=8),
+        "text_ffn": lambda: TextFFN(vocab_size=6, num_classes=2, max_len=8),
+    }[name]()
+    model = Classifier(net, num_classes=2).eval()
+    ids = torch.tensor([[2, 4, 5, 0, 0, 0, 0, 0], [3, 4, 2, 3, 0, 0, 0, 0]])
+    scores, _ = attribution.integrated_gradients(model, ids, torch.tensor([1, 0]), "net.embedding", 0, 1, steps=8)
+    assert scores.shape == ids.shape and torch.all(scores[ids == 0] == 0) and torch.all(scores[ids != 0] != 0)
+    run = RestoredRun(None, model, Reviews(ids, torch.tensor([1, 0])), {})
+    assert explain_run(run, examples=1, ig_steps=8).html.count("<section>") == 2
 
 
 def test_a_bag_of_embeddings_has_no_tokens_to_attribute_to():

@@ -13,7 +13,7 @@ from medlit.classifier import Classifier
 from medlit.data.vocabulary import PAD_ID
 from medlit.errors import MedlitError
 from medlit.models import BiLSTM, CustomCNN, FastText, TimmNet, num_logits
-from medlit.models.text import align_end
+from medlit.models.text import TextFFN, align_end
 from tests.conftest import CONF, compose_config, offline
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -94,7 +94,16 @@ def test_max_pooled_bilstm_ignores_padding():
 def test_the_feed_forward_network_sees_every_review_end_at_the_window_end():
     ids = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [9, 0, 0, 0, 0]])
     expected = [[0, 0, 5, 6, 7], [1, 2, 3, 4, 5], [0, 0, 0, 0, 0], [0, 0, 0, 0, 9]]
-    assert align_end(ids).tolist() == expected
+    assert align_end(ids, ids).tolist() == expected
+    net = TextFFN(vocab_size=10, num_classes=2, max_len=5, embed_dim=3).eval()
+    seen = []
+    net.embedding.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    embedded = net.embedding(ids)
+    with torch.no_grad():
+        aligned = net.layers(align_end(embedded, ids))
+        assert torch.equal(net(ids), aligned)
+    assert torch.equal(seen[-1], ids)  # attributions taken at the embedding belong to the words where they stand
+    assert torch.equal(align_end(embedded, ids)[0, 2], embedded[0, 0])
 
 
 @pytest.mark.parametrize("size", [28, 64, 150, 224])

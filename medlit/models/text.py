@@ -38,10 +38,11 @@ def sequence_lengths(ids: Tensor) -> Tensor:
     return (ids != PAD_ID).sum(dim=1).clamp(min=1)
 
 
-def align_end(ids: Tensor) -> Tensor:
-    """Move each row's words to its end and the padding to its front (a per-row rotation)."""
+def align_end(x: Tensor, ids: Tensor) -> Tensor:
+    """Rotate each row of `x` (B, L, ...) so that the words of `ids` (B, L) come last and their padding first."""
     steps = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-    return ids.gather(1, (steps + (ids != PAD_ID).sum(dim=1, keepdim=True)) % ids.shape[1])
+    index = (steps + (ids != PAD_ID).sum(dim=1, keepdim=True)) % ids.shape[1]
+    return x.gather(1, index.view(*index.shape, *([1] * (x.ndim - 2))).expand_as(x))
 
 
 class TextFFN(nn.Module):
@@ -72,7 +73,8 @@ class TextFFN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.layers(self.embedding(align_end(ids)))
+        # aligned after the embedding, so the embedding (where attributions are taken) sees words in place
+        return self.layers(align_end(self.embedding(ids), ids))
 
 
 def reverse_each(x: Tensor, lengths: Tensor) -> Tensor:
