@@ -52,9 +52,9 @@ def checkpoint_run_dir(ckpt_path: str) -> str:
 def rebuild(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
     """The run behind `cfg.ckpt_path`: its stored data, model and classifier settings, except the keys
     `named` (default: those this command line sets), which keep their values in `cfg`; its data module set
-    up and its weights loaded (on the CPU, in evaluation mode)."""
+    up and its weights loaded (on the CPU, in evaluation mode). Pretrained weights are not fetched."""
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = _with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named))
+    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named)))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
@@ -73,11 +73,7 @@ def rebuild_classifier(cfg: DictConfig, named: Sequence[str] | None = None) -> R
     Pretrained weights are not fetched: the checkpoint holds every weight.
     """
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = _with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named))
-    with open_dict(cfg):
-        for key in ("pretrained", "checkpoint_path"):
-            if cfg.model.get(key):
-                cfg.model[key] = None if key == "checkpoint_path" else False
+    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named)))
     hparams = checkpoint["hyper_parameters"]
     factory = instantiate(cfg.classifier, _partial_=True, _convert_="all")
     model = factory(
@@ -98,6 +94,16 @@ def load_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> 
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, force_add=True)
     return rebuild(cfg, list(overrides or {}))
+
+
+def _without_weight_files(cfg: DictConfig) -> DictConfig:
+    """`cfg` with the model's pretrained weights and weight file switched off: the checkpoint holds every
+    weight, and neither a download nor the original file may be needed to load it."""
+    with open_dict(cfg):
+        for key in ("pretrained", "checkpoint_path"):
+            if cfg.model.get(key):
+                cfg.model[key] = None if key == "checkpoint_path" else False
+    return cfg
 
 
 def _saved_run(checkpoint: dict[str, Any], path: str) -> DictConfig:
