@@ -45,7 +45,7 @@ LEVERS = {
     "bf16 autocast (trainer.precision=bf16-mixed)": ["trainer.precision=bf16-mixed"],
     "channels_last=true": ["classifier.channels_last=true"],
     "channels_last=false": ["classifier.channels_last=false"],
-    "torch.compile (compile=true)": ["compile=true"],
+    "torch.compile (classifier.compile=true)": ["classifier.compile=true"],
     "per-image torchvision augmentation in workers": ["data.batch_transform=null", f"data.train_transform={PER_IMAGE}"],
     "no augmentation": ["data.batch_transform=null"],
     "no decoded-image cache (data.cache_dir=null)": ["data.cache_dir=null"],
@@ -403,7 +403,7 @@ def summarise(reports: list[dict]) -> dict:
 
 def compare_levers(args, data: Path, work: Path, limits: list[str], out) -> None:
     """Each lever against the default (custom_cnn), interleaved and repeated."""
-    results = {name: [] for name in LEVERS}
+    results, failed = {name: [] for name in LEVERS}, {}
     cfg = compose(medlit_overrides("custom_cnn", data, work / "cache", limits), work / "defaults")
     defaults = {
         f"trainer.precision={cfg.trainer.precision}",
@@ -414,11 +414,16 @@ def compare_levers(args, data: Path, work: Path, limits: list[str], out) -> None
         for name, extra in LEVERS.items():
             if extra and extra[0] in defaults:
                 continue  # the default already
-            cache = work / "cache"
-            results[name].append(run_medlit(medlit_overrides("custom_cnn", data, cache, [*limits, *extra]), out()))
+            overrides = medlit_overrides("custom_cnn", data, work / "cache", [*limits, *extra])
+            try:
+                results[name].append(run_medlit(overrides, out()))
+            except RuntimeError as err:  # a lever that fails here is reported, not fatal
+                failed[name] = str(err).strip().splitlines()[-1][:200]
     base = summarise(results["default"])["images/s"]
     rows = []
     for name, reports in results.items():
+        if name in failed:
+            rows.append([name, "failed", "", "", "", failed[name]])
         if not reports:
             continue
         row = summarise(reports)

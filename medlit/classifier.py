@@ -43,6 +43,7 @@ class Classifier(pl.LightningModule):
 
     `channels_last=True` keeps the network's weights and 4-D inputs in channels-last (NHWC) memory
     order, which oneDNN and cuDNN convolutions run faster; results are the same up to rounding.
+    `compile=True` compiles the network with torch.compile, in place, so checkpoints keep their keys.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class Classifier(pl.LightningModule):
         monitor: str = "val/auroc",
         run_config: dict | None = None,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -70,6 +72,8 @@ class Classifier(pl.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()
         mean = input_mean if input_mean is not None else getattr(net, "input_mean", None)
         std = input_std if input_std is not None else getattr(net, "input_std", None)
         self.register_buffer("input_mean", torch.tensor(mean or [0.5]).view(1, -1, 1, 1))

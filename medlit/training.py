@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -79,8 +78,7 @@ def train(cfg: DictConfig) -> float | None:
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if cfg.get("train", True):
-        fitted = torch.compile(model) if cfg.get("compile") else model
-        trainer.fit(fitted, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     best_score = _best_validation_score(trainer, cfg.monitor.metric)
 
     if cfg.get("test", True) and trainer.is_global_zero:

@@ -119,7 +119,7 @@ def test_channels_last_gives_the_same_outputs():
     "levers",
     [
         ["classifier.channels_last=true", "trainer.precision=bf16-mixed"],
-        ["classifier.channels_last=false", "trainer.precision=32-true", "compile=false"],
+        ["classifier.channels_last=false", "trainer.precision=32-true", "classifier.compile=false"],
         ["data.batch_transform=null", "data.num_workers=1"],
     ],
 )
