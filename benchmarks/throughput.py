@@ -306,8 +306,8 @@ def main(argv: list[str] | None = None) -> None:
         limits += ["data.image_size=32", "data.num_workers=0", "data.batch_size=8"]
     data = prepare_data(args, work)
     print(
-        f"# medlit training throughput\n\ndata: {data}; {args.steps} steps x {args.epochs} epochs per run, "
-        f"{args.repeats} repeat(s), medians; {load()}\n",
+        f"# medlit training throughput\n\ndata: {data}; {args.repeats} repeat(s), medians; model and lever runs "
+        f"{args.steps} steps x {args.epochs} epochs, Keras runs {args.keras_epochs} whole epochs; {load()}\n",
         flush=True,
     )
     counter = iter(range(10**6))
