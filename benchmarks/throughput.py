@@ -421,7 +421,7 @@ def compare_levers(args, data: Path, work: Path, limits: list[str], out) -> None
     cfg = compose(medlit_overrides("custom_cnn", data, work / "cache", limits), work / "defaults")
     defaults = {
         f"trainer.precision={cfg.trainer.precision}",
-        f"classifier.channels_last={cfg.classifier.channels_last}",
+        f"classifier.channels_last={str(cfg.classifier.channels_last).lower()}",
     }
     defaults |= {f"data.num_workers={cfg.data.num_workers}"}
     for _ in range(args.repeats):
