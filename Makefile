@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: install train test lint format clean
+.PHONY: install train test bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ train: install
 
 test: install
 	$(PY) -m pytest $(ARGS)
+
+# training throughput against a hand-written loop and the FLOP bound, with each speed lever; ARGS="--keras ..."
+bench: install
+	$(PY) benchmarks/throughput.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -40,6 +40,10 @@ class Classifier(pl.LightningModule):
     threshold it was evaluated with. `optimizer` and `scheduler` are factories (Hydra partials) called in
     `configure_optimizers`. `run_config` is the run's resolved configuration, kept in the checkpoint so
     evaluation can rebuild the run.
+
+    `channels_last=True` keeps the network's weights and 4-D inputs in channels-last (NHWC) memory
+    order, which oneDNN and cuDNN convolutions run faster; results are the same up to rounding.
+    `compile=True` compiles the network with torch.compile, in place, so checkpoints keep their keys.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class Classifier(pl.LightningModule):
         input_std: Sequence[float] | None = None,
         monitor: str = "val/auroc",
         run_config: dict | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -63,6 +69,11 @@ class Classifier(pl.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names or range(num_classes))
         self.binary = num_classes == 2
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()
         mean = input_mean if input_mean is not None else getattr(net, "input_mean", None)
         std = input_std if input_std is not None else getattr(net, "input_std", None)
         self.register_buffer("input_mean", torch.tensor(mean or [0.5]).view(1, -1, 1, 1))
@@ -107,7 +118,8 @@ class Classifier(pl.LightningModule):
                 )
         else:
             return x
-        return (x - self.input_mean) / self.input_std
+        x = (x - self.input_mean) / self.input_std
+        return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(self.preprocess(x))

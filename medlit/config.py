@@ -30,9 +30,25 @@ def _if_rank_zero(value):
     return value if rank == "0" else None
 
 
+def _fastest_precision(accelerator: str = "auto") -> str:
+    """`${fastest_precision:${.accelerator}}`: bf16-mixed on CPUs with bf16 instructions, 16-mixed on GPUs."""
+    from medlit.hardware import fastest_precision
+
+    return fastest_precision(accelerator)
+
+
+def _default_workers() -> int:
+    """`${default_workers:}`: DataLoader workers for this machine's cores."""
+    from medlit.hardware import default_workers
+
+    return default_workers()
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("coalesce", _coalesce, replace=True)
     OmegaConf.register_new_resolver("checkpoint_run_dir", _checkpoint_run_dir, replace=True)
     OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
     OmegaConf.register_new_resolver("if_rank_zero", _if_rank_zero, replace=True)
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    OmegaConf.register_new_resolver("fastest_precision", _fastest_precision, replace=True)
+    OmegaConf.register_new_resolver("default_workers", _default_workers, replace=True)

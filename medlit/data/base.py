@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -14,13 +15,24 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medlit.data.sampling import EpochSampler, derive_seed, run_seed
 
 
+class BatchTransform(Protocol):
+    """Augmentation applied to a whole batch: `sample` draws one example's parameters where it is loaded,
+    the call applies a batch of them on the batch's device (e.g. `medlit.data.augment.RandomAffineBatch`)."""
+
+    def sample(self, generator: torch.Generator) -> Tensor: ...
+
+    def __call__(self, images: Tensor, params: Tensor) -> Tensor: ...
+
+
 class ImageTensorDataset(Dataset):
     """uint8 images of shape (N, C, H, W) with integer labels, decoded once and kept in memory.
 
     `transform` (e.g. torchvision transforms v2) runs per image on the uint8 tensor; `channels=3` repeats a
-    greyscale image for networks that want RGB, without storing three copies. Indexed with
-    `(epoch, index)` (see `EpochSampler`), the transform's randomness is drawn from `(seed, epoch, index)`,
-    so an example is augmented the same way in a resumed run and with any number of workers.
+    greyscale image for networks that want RGB, without storing three copies. `batch_transform` (see
+    `medlit.data.augment`) draws each example's augmentation parameters here and returns them as a third
+    item; the data module applies them to the whole batch on its device. Indexed with `(epoch, index)`
+    (see `EpochSampler`), the randomness of both is drawn from `(seed, epoch, index)`, so an example is
+    augmented the same way in a resumed run and with any number of workers.
     """
 
     keyed_by_epoch = True
@@ -31,20 +43,21 @@ class ImageTensorDataset(Dataset):
         labels: Tensor,
         transform: Callable[[Tensor], Tensor] | None = None,
         channels: int | None = None,
+        batch_transform: BatchTransform | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels = images, labels.long()
-        self.transform = transform
+        self.transform, self.batch_transform = transform, batch_transform
         self.channels = channels or images.shape[1]
         self.seed = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, ...]:
         epoch, index = key if isinstance(key, tuple) else (None, key)
         image = self.images[index]
         if self.channels != image.shape[0]:
@@ -56,7 +69,10 @@ class ImageTensorDataset(Dataset):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(derive_seed(self.seed, epoch, index))
                     image = self.transform(image)
-        return image, self.labels[index]
+        if self.batch_transform is None:
+            return image, self.labels[index]
+        seed = int(torch.randint(1 << 62, ())) if epoch is None else derive_seed(self.seed, epoch, index, 1)
+        return image, self.labels[index], self.batch_transform.sample(torch.Generator().manual_seed(seed))
 
 
 class ClassificationDataModule(pl.LightningDataModule):
@@ -65,8 +81,10 @@ class ClassificationDataModule(pl.LightningDataModule):
     Subclasses fill `train_set`, `val_set`, `test_set` in `setup` and set `class_names`; this class turns
     them into loaders and tells the model configs how many classes and input channels to expect.
     `mean`/`std` are the normalisation the classifier applies to this data's [0, 1] intensities.
-    `num_folds`/`fold` select one fold of a stratified cross-validation as the validation split (how each
-    data set pools and groups its examples is its own); `split_seed` fixes the folds.
+    `batch_transform` augments each training batch after it reached the model's device (see
+    `on_after_batch_transfer`). `num_folds`/`fold` select one fold of a stratified cross-validation as
+    the validation split (how each data set pools and groups its examples is its own); `split_seed`
+    fixes the folds.
     """
 
     def __init__(
@@ -81,9 +99,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         num_folds: int | None = None,
         fold: int = 0,
         split_seed: int = 0,
+        batch_transform: BatchTransform | None = None,
     ) -> None:
         super().__init__()
         self.mean, self.std = mean, std
+        self.batch_transform = batch_transform
         self.shuffle = shuffle
         self.num_folds, self.fold, self.split_seed = num_folds, fold, split_seed
         self.batch_size = batch_size
@@ -158,6 +178,13 @@ class ClassificationDataModule(pl.LightningDataModule):
         if dataset is None or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return None
         return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
+        """Apply `batch_transform` to a training batch that carries its per-example parameters."""
+        if len(batch) == 3 and self.batch_transform is not None:
+            images, labels, params = batch
+            return self.batch_transform(images, params), labels
+        return batch
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

@@ -120,6 +120,7 @@ class ChestXrayDataModule(ClassificationDataModule):
                 torch.tensor(split.labels),
                 self.train_transform if name == "train" else None,
                 channels=self.in_channels,
+                batch_transform=self.batch_transform if name == "train" else None,
             )
             for name, split in pools.items()
         }

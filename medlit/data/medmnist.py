@@ -97,7 +97,9 @@ class MedMNISTDataModule(ClassificationDataModule):
         if self.num_folds:
             images, labels = self._folds(images, labels)
         kw = {"channels": self.in_channels}
-        self.train_set = ImageTensorDataset(images["train"], labels["train"], self.train_transform, **kw)
+        self.train_set = ImageTensorDataset(
+            images["train"], labels["train"], self.train_transform, batch_transform=self.batch_transform, **kw
+        )
         self.val_set = ImageTensorDataset(images["val"], labels["val"], **kw)
         self.test_set = ImageTensorDataset(images["test"], labels["test"], **kw)
 

@@ -1,0 +1,62 @@
+"""Defaults chosen by the machine: numeric precision, DataLoader workers.
+
+bf16 autocast pays on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16); elsewhere oneDNN emulates
+bf16 and a step is slower than in fp32, so fp32 stays. GPUs train in 16-bit mixed precision.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The instruction-set flags of the first CPU listed in `cpuinfo` (empty where there is none)."""
+    try:
+        with cpuinfo.open() as lines:
+            for line in lines:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU has bf16 matrix instructions (the kernel's flags, else PyTorch's own check)."""
+    flags = cpu_flags() if flags is None else flags
+    if flags:
+        return bool(BF16_CPU_FLAGS & flags)
+    import torch
+
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def fastest_precision(accelerator: str = "auto", fast_bf16_cpu: bool | None = None, cuda: bool | None = None) -> str:
+    """The Lightning `precision` that trains fastest without losing accuracy on `accelerator`.
+
+    GPUs: 16-mixed. CPUs: bf16-mixed with bf16 matrix instructions, else 32-true. `auto` is the GPU
+    when CUDA is available, as Lightning decides.
+    """
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and (cuda_available() if cuda is None else cuda)):
+        return "16-mixed"
+    if accelerator in ("cpu", "auto"):
+        fast = cpu_has_fast_bf16() if fast_bf16_cpu is None else fast_bf16_cpu
+        return "bf16-mixed" if fast else "32-true"
+    return "32-true"  # other accelerators (mps, tpu): full precision unless asked otherwise
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """DataLoader workers: one per core left over by the training process, at most 4 (loading a cached
+    batch is cheap; more workers only compete with the network for the cores)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cpus - 1))

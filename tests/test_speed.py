@@ -1,0 +1,161 @@
+"""Speed levers: batch augmentation, precision and worker defaults, channels-last, compile, the throughput
+callback and the benchmark's smoke mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+from medlit import hardware
+from medlit.classifier import Classifier
+from medlit.data.augment import RandomAffineBatch
+from medlit.data.base import ImageTensorDataset
+from medlit.models import CustomCNN
+from medlit.training import train
+from tests.conftest import compose_config
+from tests.test_chest_xray import loaded
+
+
+def test_batch_augmentation_matches_torchvision_per_image():
+    """Each image of the batch is warped as torchvision's affine + flip would warp it with its parameters."""
+    images = torch.randint(0, 256, (6, 1, 40, 48), dtype=torch.uint8)
+    augment = RandomAffineBatch(degrees=20, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=10, flip=0.5)
+    generator = torch.Generator().manual_seed(0)
+    params = torch.stack([augment.sample(generator) for _ in images])
+    out = augment(images, params)
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    for image, p, warped in zip(images, params, out, strict=True):
+        shift = [round(float(p[1]) * 48), round(float(p[2]) * 40)]
+        expected = TF.affine(image, angle=float(p[0]), translate=shift, scale=float(p[3]), shear=[float(p[4]), 0.0])
+        if p[5] > 0.5:
+            expected = TF.horizontal_flip(expected)
+        assert (warped != expected).float().mean() < 0.01  # nearest-pixel ties may round differently
+
+
+def test_batch_augmentation_contrast_and_identity():
+    images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    identity = torch.tensor([[0, 0, 0, 1, 0, 0, 1]] * 4, dtype=torch.float32)
+    assert torch.equal(RandomAffineBatch(contrast=0.2)(images, identity), images)
+    flat = identity.clone()
+    flat[:, 6] = 0.0  # contrast factor 0: every pixel becomes its image's mean
+    out = RandomAffineBatch(contrast=0.2)(images, flat)
+    assert (out.flatten(1).max(1).values - out.flatten(1).min(1).values).max() <= 1
+
+
+def test_batch_augmentation_is_drawn_per_example_and_epoch():
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    dataset = ImageTensorDataset(images, torch.zeros(4), batch_transform=RandomAffineBatch(degrees=30))
+    first = dataset[(0, 1)][2]
+    assert torch.equal(first, dataset[(0, 1)][2])  # the same example in the same epoch: the same draw
+    assert not torch.equal(first, dataset[(1, 1)][2])
+    assert not torch.equal(first, dataset[(0, 2)][2])
+
+
+def test_chest_xray_training_batches_are_augmented_on_the_device(tmp_path):
+    from tests.synthetic import write_xray_folder
+
+    data = write_xray_folder(tmp_path / "chest_xray")
+    dm = loaded(data, tmp_path, batch_transform=RandomAffineBatch(degrees=30, flip=1.0))
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch) == 3
+    images, labels = dm.on_after_batch_transfer(batch, 0)
+    assert images.dtype == torch.uint8 and images.shape == batch[0].shape and len(labels) == len(batch[1])
+    assert not torch.equal(images, batch[0])
+    assert len(next(iter(dm.val_dataloader()))) == 2  # evaluation batches are never augmented
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "fast_bf16", "cuda", "expected"),
+    [
+        ("cpu", True, False, "bf16-mixed"),
+        ("cpu", False, False, "32-true"),
+        ("auto", True, False, "bf16-mixed"),
+        ("auto", False, False, "32-true"),
+        ("auto", False, True, "16-mixed"),
+        ("gpu", False, True, "16-mixed"),
+        ("mps", True, False, "32-true"),
+    ],
+)
+def test_precision_follows_the_hardware(accelerator, fast_bf16, cuda, expected):
+    assert hardware.fastest_precision(accelerator, fast_bf16_cpu=fast_bf16, cuda=cuda) == expected
+
+
+def test_bf16_is_fast_only_with_bf16_instructions(tmp_path):
+    assert hardware.cpu_has_fast_bf16(frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+    assert hardware.cpu_has_fast_bf16(frozenset({"avx512f", "avx512_bf16"}))
+    assert not hardware.cpu_has_fast_bf16(frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n\nflags\t\t: other\n")
+    assert hardware.cpu_flags(cpuinfo) == {"fpu", "sse", "avx512f", "avx512_bf16"}
+    assert hardware.cpu_flags(tmp_path / "missing") == frozenset()
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (4, 3), (64, 4)])
+def test_workers_leave_a_core_to_training(cpus, workers):
+    assert hardware.default_workers(cpus) == workers
+
+
+def test_composed_defaults_follow_the_machine(tmp_path):
+    cfg = compose_config(["data=chest_xray", "trainer=cpu"], tmp_path)
+    assert cfg.trainer.precision == hardware.fastest_precision("cpu")
+    assert cfg.data.num_workers == hardware.default_workers()
+
+
+def test_channels_last_gives_the_same_outputs():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    plain = Classifier(CustomCNN(1, 2), num_classes=2).eval()
+    nhwc = Classifier(CustomCNN(1, 2), num_classes=2, channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    conv = nhwc.net.features[1][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(plain(x), nhwc(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "levers",
+    [
+        ["classifier.channels_last=true", "trainer.precision=bf16-mixed"],
+        ["classifier.channels_last=false", "trainer.precision=32-true", "classifier.compile=false"],
+        ["data.batch_transform=null", "data.num_workers=1"],
+    ],
+)
+def test_levers_compose_and_train(train_config, levers, tmp_path):
+    train(train_config("experiment=xray_custom_cnn", "debug=fdr", *levers))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/auroc"] >= 0
+
+
+def test_throughput_callback_reports_steps_and_epochs(train_config, tmp_path):
+    out = tmp_path / "throughput.json"
+    cfg = train_config(
+        "data=chest_xray",
+        "callbacks=[default,throughput]",
+        f"callbacks.throughput.path={out}",
+        "callbacks.throughput.warmup=1",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=1",
+        "data.batch_size=8",
+        "test=false",
+    )
+    train(cfg)
+    report = json.loads(out.read_text())
+    assert [e["epoch"] for e in report["epochs"]] == [0, 1]
+    steps = report["steps"]
+    assert steps and all(s["wait"] >= 0 and s["compute"] > 0 and s["images"] == 8 for s in steps)
+    later = report["epochs"][1]
+    assert later["images_per_s"] > 0 and 0 <= later["data_wait"] < 1
+    assert report["peak_rss_mb"] > 0 and report["startup"] > 0 and report["best_score"] is not None
+
+
+def test_benchmark_smoke_mode(tmp_path, capsys, monkeypatch):
+    """The benchmark's tables come out of a few tiny steps (no Keras, no network)."""
+    import benchmarks.throughput as bench
+
+    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    bench.main(["--smoke"])
+    printed = capsys.readouterr().out
+    assert "framework overhead" in printed and "hand-written loop" in printed and "fraction" in printed
