@@ -111,6 +111,19 @@ def http_server(tmp_path):
     server.server_close()
 
 
+def launch_in_process(monkeypatch, main, argv: list[str]) -> None:
+    """Run an entry point's `main` through `medlit.cli.launch` with `argv`, as its command line would, in this
+    process: Hydra cleared, and the error-format variables unset now and restored afterwards."""
+    from medlit.cli import launch
+
+    monkeypatch.setattr(sys, "argv", argv)
+    for name in ("HYDRA_FULL_ERROR", "MEDLIT_ONE_LINE_ERRORS"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    GlobalHydra.instance().clear()
+    launch(main)
+
+
 def run_train(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python train.py <args>` in a subprocess, as a user would (tests' callbacks importable)."""
     return _run([str(ROOT / "train.py"), *args], cwd, timeout)

@@ -6,18 +6,15 @@ import csv
 import hashlib
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from medlit.checkpoint import load_checkpoint
 from medlit.classifier import Classifier
-from medlit.cli import launch
 from medlit.errors import ConfigError
 from medlit.eval import evaluate_checkpoint
 from medlit.eval import main as eval_main
@@ -25,7 +22,7 @@ from medlit.evaluation import predict, read_predictions
 from medlit.rebuild import load_run
 from medlit.threshold import choose_threshold
 from medlit.training import train
-from tests.conftest import FAST, best_checkpoint, compose_config
+from tests.conftest import FAST, best_checkpoint, compose_config, launch_in_process
 
 INTERVALS = ("acc", "auroc", "recall", "specificity")
 
@@ -118,13 +115,8 @@ def test_eval_refuses_an_unknown_threshold_rule_and_split(trained_run):
 def test_eval_of_a_missing_checkpoint_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
     """Through the command line's own path (Hydra, the output-directory resolver, the one-line errors)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["medlit.eval", "ckpt_path=no/such.ckpt"])
-    for name in ("HYDRA_FULL_ERROR", "MEDLIT_ONE_LINE_ERRORS"):  # unset now, and again afterwards
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    GlobalHydra.instance().clear()
     with pytest.raises(SystemExit) as exit_:
-        launch(eval_main)
+        launch_in_process(monkeypatch, eval_main, ["medlit.eval", "ckpt_path=no/such.ckpt"])
     assert exit_.value.code == 1
     assert capsys.readouterr().err == "medlit: error: checkpoint no/such.ckpt not found\n"
     assert not any(tmp_path.iterdir())

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import csv
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from medlit.cli import launch
 from medlit.errors import ConfigError, DataError
 from medlit.eval import evaluate_checkpoint
 from medlit.inference import Predictor, UnreadableInput, dicom_image, list_inputs
 from medlit.predict import main as predict_main
 from medlit.predict import predict
 from medlit.rebuild import load_run
-from tests.conftest import best_checkpoint, compose_config
+from tests.conftest import best_checkpoint, compose_config, launch_in_process
 from tests.synthetic import blob_images, write_dicom
 
 
@@ -113,16 +110,10 @@ def test_predict_with_no_readable_input_writes_the_table_and_exits_non_zero(
 ):
     (tmp_path / "a.png").write_bytes(b"\x89PNG broken")
     output = tmp_path / "out" / "p.csv"
-    monkeypatch.setattr(
-        sys, "argv", ["medlit.predict", f"ckpt_path={best_checkpoint(trained_xray_run)}",
-                      f"inputs=[{tmp_path / 'a.png'},{tmp_path / 'missing.jpeg'}]", f"output={output}"],
-    )  # fmt: skip
-    for name in ("HYDRA_FULL_ERROR", "MEDLIT_ONE_LINE_ERRORS"):
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    GlobalHydra.instance().clear()
+    argv = ["medlit.predict", f"ckpt_path={best_checkpoint(trained_xray_run)}",
+                      f"inputs=[{tmp_path / 'a.png'},{tmp_path / 'missing.jpeg'}]", f"output={output}"]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
-        launch(predict_main)
+        launch_in_process(monkeypatch, predict_main, argv)
     assert exit_.value.code == 1
     assert f"none of the 2 inputs could be read (see {output})" in capsys.readouterr().err
     rows = read_csv(output)
