@@ -1,13 +1,16 @@
 """Training throughput of medlit, against a hand-written PyTorch loop, the Keras reference pipeline and
 the machine's FLOP bound, with the effect of each speed lever.
 
-    python benchmarks/throughput.py                          # generated JPEGs, both models, all levers
+    python benchmarks/throughput.py                # generated JPEGs and reviews, all three models, all levers
     python benchmarks/throughput.py --data /data/chest_xray --per-class 300 --keras
     python benchmarks/throughput.py --cold /data/fullres_sample --keras      # first epoch, empty cache
+    python benchmarks/throughput.py --models bilstm --no-levers --imdb /data/aclImdb_v1.tar.gz   # real IMDb
 
-Every medlit run is `python train.py` in its own process with the `throughput` callback, which times each
-step's data wait and compute; the hand-written loop runs in its own process on the same data tensors with
-the network built from the same config, the same batch size, precision, memory format and augmentation.
+The image models train on chest X-rays (images/s), `bilstm` on IMDb reviews (`experiment=imdb_bilstm`,
+reviews/s). Every medlit run is `python train.py` in its own process with the `throughput` callback, which
+times each step's data wait and compute; the hand-written loop runs in its own process on the same data
+tensors with the network built from the same config, the same batch size and batching, precision,
+optimiser and gradient clipping (for images also the same memory format and augmentation).
 Contenders are interleaved and repeated; tables show medians over the repeats. Numbers are only
 comparable within one invocation: other work on the machine changes them from run to run.
 """
@@ -22,10 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.hand_loop import compose, data_module, hand_loop  # noqa: E402  (after the path is set)
 
 # the same augmentation as torchvision transforms v2, image by image in the DataLoader workers
 PER_IMAGE = (
@@ -34,9 +40,19 @@ PER_IMAGE = (
     "{_target_:torchvision.transforms.v2.RandomHorizontalFlip},"
     "{_target_:torchvision.transforms.v2.ColorJitter,contrast:0.2}]}"
 )
+# name: (what it trains on, its overrides)
 MODELS = {
-    "custom_cnn": ["experiment=xray_custom_cnn"],
-    "mobilenetv2": ["data=chest_xray", "model=mobilenetv2", "model.pretrained=false", "data.image_size=224"],
+    "custom_cnn": ("images", ["experiment=xray_custom_cnn"]),
+    "mobilenetv2": (
+        "images",
+        ["data=chest_xray", "model=mobilenetv2", "model.pretrained=false", "data.image_size=224"],
+    ),
+    "bilstm": ("reviews", ["experiment=imdb_bilstm"]),
+}
+# --smoke: tiny inputs and batches
+SMOKE = {
+    "images": ["data.image_size=32", "data.num_workers=0", "data.batch_size=8"],
+    "reviews": ["data.max_len=4", "data.vocab_size=1000", "data.batch_size=8"],
 }
 # each lever against the default, on custom_cnn (override lists; empty: the default)
 LEVERS = {
@@ -74,13 +90,37 @@ def subset_folder(source: Path, root: Path, per_class: int) -> Path:
     return root
 
 
+def generated_reviews(root: Path, per_class: int) -> Path:
+    """An aclImdb folder's parent: `per_class` training reviews per class (a tenth as many for test), as
+    long as IMDb's (`imdb_review_words`), so that the LSTMs cost what they cost on the real reviews."""
+    from tests.synthetic import imdb_review_words, write_aclimdb
+
+    counts = {"train": per_class, "test": max(1, per_class // 10)}
+    return write_aclimdb(root / "imdb", counts, words=imdb_review_words)
+
+
+def image_data(folder: Path, cache: Path) -> list[str]:
+    """Overrides that train on a chest X-ray folder, decoded into `cache`, its test split carved out."""
+    return [f"data.data_dir={folder}", f"data.cache_dir={cache}", "data.test_strategy=split"]
+
+
+def text_data(source: Path, work: Path) -> list[str]:
+    """Overrides that train on IMDb from an aclImdb folder's parent or an archive (extracted into `work`),
+    tokenised into `work`, never next to the source."""
+    cache = f"data.cache_dir={work / 'text-cache'}"
+    if source.is_file():
+        return [f"data.data_dir={work / 'imdb'}", f"data.archive={source.resolve()}", cache]
+    if not (source / "aclImdb").is_dir():
+        raise SystemExit(f"--imdb {source}: neither an archive nor a folder holding aclImdb/")
+    return [f"data.data_dir={source.resolve()}", cache]
+
+
 # ------------------------------------------------------------------------------------------- runners
-def medlit_overrides(model: str, data: Path, cache: Path, extra: list[str]) -> list[str]:
+def medlit_overrides(model: str, data: list[str], extra: list[str]) -> list[str]:
+    """`model`'s overrides on `data` (see `image_data`, `text_data`), quiet and without testing."""
     return [
-        *MODELS[model],
-        f"data.data_dir={data}",
-        f"data.cache_dir={cache}",
-        "data.test_strategy=split",
+        *MODELS[model][1],
+        *data,
         "callbacks.rich_progress_bar=null",
         "callbacks.rich_model_summary=null",
         "++trainer.enable_progress_bar=false",
@@ -124,97 +164,6 @@ def _run(command: list[str], out: Path) -> None:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
 
 
-def compose(overrides: list[str], output_dir: Path):
-    """The real train.yaml composed with `overrides`, as `python train.py` would see it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    import medlit  # noqa: F401  (registers the resolvers)
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg.hydra
-    return cfg
-
-
-def hand_loop(overrides: list[str], out: Path, steps: int, epochs: int) -> None:
-    """The same training in plain PyTorch: the network built from the config, the data module's uint8
-    training tensors, the same batch size, augmentation, normalisation, memory format, precision and
-    optimiser; no Lightning, metrics, logging or checkpoints."""
-    import torch
-    import torch.nn.functional as F
-    from hydra.utils import instantiate
-    from torch.utils.data import DataLoader, Dataset
-
-    from medlit.throughput import peak_rss_mb, rates
-
-    cfg = compose(overrides, out.parent / out.stem)
-    torch.manual_seed(0)
-    start = time.perf_counter()
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    images, labels = datamodule.train_set.images, datamodule.train_set.labels
-    augment, channels = datamodule.batch_transform, datamodule.in_channels
-    net = instantiate(cfg.model)
-    mean = cfg.data.mean or getattr(net, "input_mean", None) or [0.5]
-    std = cfg.data.std or getattr(net, "input_std", None) or [0.5]
-    mean, std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-    memory_format = torch.channels_last if cfg.classifier.channels_last else torch.contiguous_format
-    net = net.to(memory_format=memory_format).train()
-    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-    bf16 = str(cfg.trainer.precision).startswith("bf16")
-
-    class Examples(Dataset):
-        def __len__(self) -> int:
-            return len(labels)
-
-        def __getitem__(self, i: int):
-            params = augment.sample(torch.Generator().manual_seed(i)) if augment else torch.zeros(0)
-            return images[i], labels[i], params
-
-    loader = DataLoader(
-        Examples(),
-        batch_size=cfg.data.batch_size,
-        shuffle=True,
-        drop_last=len(labels) > cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        persistent_workers=cfg.data.num_workers > 0,
-    )
-    record, epochs_out, startup = [], [], time.perf_counter() - start
-    for epoch in range(epochs):
-        epoch_start = last_end = time.perf_counter()
-        for step, (x, y, params) in enumerate(loader):
-            if step == steps:
-                break
-            if augment:
-                x = augment(x, params)
-            if channels != x.shape[1]:
-                x = x.expand(-1, channels, -1, -1)
-            begin = time.perf_counter()
-            x = ((x.float() / 255 - mean) / std).contiguous(memory_format=memory_format)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x)
-            loss = F.binary_cross_entropy_with_logits(logits.float().squeeze(1), y.float())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            now = time.perf_counter()
-            record.append({"epoch": epoch, "images": len(y), "wait": begin - last_end, "compute": now - begin})
-            last_end = now
-        measured = [s for s in record if s["epoch"] == epoch][2 if epoch == 0 else 0 :]
-        epochs_out.append({"epoch": epoch, "train_time": last_end - epoch_start, **rates(measured)})
-    report = {"startup": startup, "peak_rss_mb": peak_rss_mb(), "epochs": epochs_out, "steps": record}
-    out.write_text(json.dumps(report, indent=1))
-
-
 def run_keras(data: Path, out: Path, image_size: int, batch_size: int, epochs: int) -> dict:
     """The Keras reference pipeline in its own environment (created on first use)."""
     python = KERAS_VENV / "bin" / "python"
@@ -229,24 +178,54 @@ def run_keras(data: Path, out: Path, image_size: int, batch_size: int, epochs: i
 
 
 # ------------------------------------------------------------------------------------ hardware bound
-def flops_per_image(overrides: list[str], output_dir: Path) -> tuple[float, float]:
-    """Training FLOPs of one image: 3 x the forward FLOPs (backward costs about twice the forward), and what
-    torch.utils.flop_counter counts for forward + backward. The counter's backward of a grouped
-    (depthwise) convolution is counted as if the convolution were dense, so the first figure is the bound's."""
+def flops_per_example(model: str, overrides: list[str], output_dir: Path) -> tuple[float, float, str]:
+    """Training FLOPs of one example, 3 x its forward FLOPs (backward costs about twice the forward); what
+    torch.utils.flop_counter counts for forward + backward; and a note on how the first was reached.
+
+    The counter counts the backward of a grouped (depthwise) convolution as if it were dense, so the bound
+    takes 3 x the forward. It does not see LSTMs (on CPUs `aten.mkldnn_rnn_layer`) at all: a text model's
+    LSTMs are counted by `lstm_flops_per_word` over the training reviews' mean length instead."""
     import torch
     from hydra.utils import instantiate
     from torch.utils.flop_counter import FlopCounterMode
 
+    from medlit.data.vocabulary import PAD_ID, UNK_ID
+
     cfg = compose(overrides, output_dir)
-    net = instantiate(cfg.model).train()
-    size, batch = cfg.data.image_size, 4
-    x = torch.randn(batch, cfg.data.in_channels, size, size)
+    net, batch = instantiate(cfg.model).train(), 4
+    if MODELS[model][0] == "reviews":  # token ids, as many as the training reviews' mean length
+        words = float((data_module(cfg).train_set.ids != PAD_ID).sum(dim=1).float().mean())
+        x = torch.full((batch, max(1, round(words))), UNK_ID)
+        lstm = lstm_flops_per_word(net) * words
+        note = (
+            f"{model}: the counter does not count LSTMs, so its figure leaves them out; the bound's adds them "
+            "from the layer sizes (2 x 4H x (input + H) FLOPs per word, layer and direction, matrix products "
+            f"only) over the training reviews' mean length, {words:.0f} words. Padding up to a batch's longest "
+            "review is work neither counts."
+        )
+    else:
+        size = cfg.data.image_size
+        x, lstm, note = torch.randn(batch, cfg.data.in_channels, size, size), 0.0, ""
     with FlopCounterMode(display=False) as forward:
         out = net(x)
     with FlopCounterMode(display=False) as both:
         net(x).sum().backward()
     del out
-    return 3 * forward.get_total_flops() / batch, both.get_total_flops() / batch
+    return 3 * (forward.get_total_flops() / batch + lstm), both.get_total_flops() / batch, note
+
+
+def lstm_flops_per_word(net) -> float:
+    """Forward FLOPs per word of the `nn.LSTM`s in `net`: the gates' matrix products, per layer and
+    direction 2 x 4 hidden x (input + hidden)."""
+    from torch import nn
+
+    total = 0.0
+    for lstm in (m for m in net.modules() if isinstance(m, nn.LSTM)):
+        directions = 2 if lstm.bidirectional else 1
+        for layer in range(lstm.num_layers):
+            inputs = lstm.input_size if layer == 0 else directions * lstm.hidden_size
+            total += directions * 2 * 4 * lstm.hidden_size * (inputs + lstm.hidden_size)
+    return total
 
 
 def matmul_flops_per_s(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
@@ -302,12 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="medlit-bench-"))
     limits = [f"trainer.max_epochs={args.epochs}", f"++trainer.limit_train_batches={args.steps}"]
     limits.append("++trainer.limit_val_batches=2")
-    if args.smoke:
-        limits += ["data.image_size=32", "data.num_workers=0", "data.batch_size=8"]
     data = prepare_data(args, work)
+    sources = {
+        unit: data_overrides(unit, path, work) + (SMOKE[unit] if args.smoke else []) for unit, path in data.items()
+    }
     print(
-        f"# medlit training throughput\n\ndata: {data}; {args.repeats} repeat(s), medians; model and lever runs "
-        f"{args.steps} steps x {args.epochs} epochs, Keras runs {args.keras_epochs} whole epochs; {load()}\n",
+        f"# medlit training throughput\n\ndata: {', '.join(f'{unit} from {path}' for unit, path in data.items())}; "
+        f"{args.repeats} repeat(s), medians; model and lever runs {args.steps} steps x {args.epochs} epochs, "
+        f"Keras runs {args.keras_epochs} whole epochs; {load()}\n",
         flush=True,
     )
     counter = iter(range(10**6))
@@ -318,11 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         return folder / "throughput.json"
 
     if args.models:
-        compare_with_hand_loop(args, data, work, limits, out)
+        compare_with_hand_loop(args, sources, work, limits, out)
     if args.levers:
-        compare_levers(args, data, work, limits, out)
+        compare_levers(args, sources["images"], work, limits, out)
     if args.keras:
-        compare_with_keras(args, data, work, out)
+        compare_with_keras(args, data["images"], work, out)
     if args.cold:
         cold_start(args, Path(args.cold), work, out)
     print(f"\n{load()}")
@@ -331,11 +312,16 @@ def main(argv: list[str] | None = None) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="a chest X-ray folder with train/<class>/ (default: generated JPEGs)")
-    parser.add_argument("--per-class", type=int, default=200, help="images per class (a subset of --data)")
+    parser.add_argument(
+        "--per-class", type=int, default=200, help="images per class (a subset of --data); generated reviews too"
+    )
+    parser.add_argument(
+        "--imdb", help="an aclImdb folder's parent or an aclImdb_v1.tar.gz-style archive (default: generated reviews)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="training steps per epoch and run")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is warm-up")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", default="custom_cnn,mobilenetv2", help="comma-separated; '' for none")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, of %(default)s; '' for none")
     parser.add_argument("--levers", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--keras", action="store_true", help="compare whole epochs with the Keras pipeline")
     parser.add_argument("--keras-epochs", type=int, default=3)
@@ -345,23 +331,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = [m for m in args.models.split(",") if m]
-    if args.smoke:
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
+    if args.smoke:  # the first model of each kind
         args.per_class, args.steps, args.epochs, args.repeats, args.levers = 16, 2, 2, 1, False
-        args.models = args.models[:1]
+        first = {}
+        for model in args.models:
+            first.setdefault(MODELS[model][0], model)
+        args.models = list(first.values())
     return args
 
 
-def prepare_data(args: argparse.Namespace, work: Path) -> Path:
-    if args.data:
-        return subset_folder(Path(args.data), work / "data", args.per_class)
-    return generated_folder(work, args.per_class, size=64 if args.smoke else 224)
+def prepare_data(args: argparse.Namespace, work: Path) -> dict[str, Path]:
+    """Where the runs' images and reviews come from, each only if a run needs it."""
+    units, data = {MODELS[m][0] for m in args.models}, {}
+    if "images" in units or args.levers or args.keras:
+        if args.data:
+            data["images"] = subset_folder(Path(args.data), work / "data", args.per_class)
+        else:
+            data["images"] = generated_folder(work, args.per_class, size=64 if args.smoke else 224)
+    if "reviews" in units:
+        data["reviews"] = Path(args.imdb) if args.imdb else generated_reviews(work, args.per_class)
+    return data
 
 
-def compare_with_hand_loop(args, data: Path, work: Path, limits: list[str], out) -> None:
-    """medlit against the hand-written loop, per model, and both against the FLOP bound."""
-    rows, bound_rows = [], []
+def data_overrides(unit: str, source: Path, work: Path) -> list[str]:
+    """Overrides that train on `source`, images or reviews as `unit` says."""
+    return image_data(source, work / "cache") if unit == "images" else text_data(source, work)
+
+
+def compare_with_hand_loop(args, sources: dict[str, list[str]], work: Path, limits: list[str], out) -> None:
+    """medlit against the hand-written loop, per model, and both against the FLOP bound; a table for each
+    kind of example (images, reviews)."""
+    from hydra.utils import instantiate
+
+    rows, bound_rows, notes = defaultdict(list), defaultdict(list), []
     for model in args.models:
-        overrides = medlit_overrides(model, data, work / "cache", limits)
+        unit = MODELS[model][0]
+        overrides = medlit_overrides(model, sources[unit], limits)
+        # extracted, decoded or tokenised once, before any clock runs: every run starts from the cache
+        instantiate(compose(overrides, work / "prepare").data).prepare_data()
         results = {"medlit": [], "hand-written loop": []}
         for _ in range(args.repeats):
             results["medlit"].append(run_medlit(overrides, out(), in_process=args.smoke))
@@ -370,43 +380,54 @@ def compare_with_hand_loop(args, data: Path, work: Path, limits: list[str], out)
             )
         summary = {name: summarise(reports) for name, reports in results.items()}
         for name, row in summary.items():
-            rows.append([model, name, *row.values()])
-        overhead = 1 - summary["medlit"]["images/s"] / summary["hand-written loop"]["images/s"]
-        rows.append([model, "**framework overhead**", f"**{overhead:+.1%}** images/s", "", "", "", "", ""])
+            rows[unit].append([model, name, *row.values()])
+        overhead = 1 - summary["medlit"]["examples/s"] / summary["hand-written loop"]["examples/s"]
+        rows[unit].append([model, "**framework overhead**", f"**{overhead:+.1%}** {unit}/s", "", "", "", "", ""])
         cfg = compose(overrides, work / "flops")
         precision = "bfloat16" if str(cfg.trainer.precision).startswith("bf16") else "float32"
-        (flops, counted), peak = flops_per_image(overrides, work / "flops"), matmul_flops_per_s(precision)
+        flops, counted, note = flops_per_example(model, overrides, work / "flops")
+        peak = matmul_flops_per_s(precision)
+        notes += [note] if note else []
         for name, row in summary.items():
-            achieved = flops * row["images/s"]
+            achieved = flops * row["examples/s"]
             fraction = f"{achieved / peak:.1%}"
-            bound_rows.append(
+            bound_rows[unit].append(
                 [model, name, precision, flops / 1e9, counted / 1e9, achieved / 1e9, peak / 1e9, fraction]
             )
-    print("## medlit and a hand-written PyTorch loop (same network, data, batch, precision, layout)\n")
-    header = ["model", "run", "images/s", "data wait", "step (s)", "epoch train (s)", "startup (s)", "peak RSS (MB)"]
-    print(table(header, rows), f"\n\n{load()}\n", flush=True)
+    print("## medlit and a hand-written PyTorch loop (same network, data, batches, precision and optimiser)\n")
+    header = ["model", "run", "{unit}/s", "data wait", "step (s)", "epoch train (s)", "startup (s)", "peak RSS (MB)"]
+    print(tables(header, rows), f"\n\n{load()}\n", flush=True)
     print("## Against the FLOP bound (a 2048x2048 matrix product in the same precision)\n")
     header = [
         "model",
         "run",
         "precision",
-        "GFLOP/image (3x fwd)",
+        "GFLOP/{example} (3x fwd)",
         "counter fwd+bwd",
         "GFLOP/s reached",
         "matmul GFLOP/s",
     ]
     header.append("fraction")
-    print(table(header, bound_rows), f"\n\n{load()}\n", flush=True)
+    print(tables(header, bound_rows), *[f"\n\n{note}" for note in notes], f"\n\n{load()}\n", flush=True)
+
+
+def tables(header: list[str], rows: dict[str, list[list]]) -> str:
+    """A table per kind of example (`rows`' keys, e.g. images), `{unit}` and `{example}` in `header` named
+    after it."""
+    return "\n\n".join(
+        table([h.format(unit=unit, example=unit.removesuffix("s")) for h in header], unit_rows)
+        for unit, unit_rows in rows.items()
+    )
 
 
 def summarise(reports: list[dict]) -> dict:
-    """Medians over repeats of: later-epoch images/s and data wait, step time, epoch time, startup, RSS."""
+    """Medians over repeats of: later-epoch examples/s and data wait, step time, epoch time, startup, RSS."""
     later = [later_epochs(r) for r in reports]
     epochs = [e["train_time"] for r in reports for e in r["epochs"][1:]] or [
         r["epochs"][0]["train_time"] for r in reports
     ]
     return {
-        "images/s": median([x["images_per_s"] for x in later]),
+        "examples/s": median([x["images_per_s"] for x in later]),
         "data wait": f"{median([x['data_wait'] for x in later]):.1%}",
         "step (s)": median([x["step_time"] for x in later]),
         "epoch train (s)": median(epochs),
@@ -415,10 +436,10 @@ def summarise(reports: list[dict]) -> dict:
     }
 
 
-def compare_levers(args, data: Path, work: Path, limits: list[str], out) -> None:
-    """Each lever against the default (custom_cnn), interleaved and repeated."""
+def compare_levers(args, data: list[str], work: Path, limits: list[str], out) -> None:
+    """Each lever against the default (custom_cnn on `data`, image overrides), interleaved and repeated."""
     results, failed = {name: [] for name in LEVERS}, {}
-    cfg = compose(medlit_overrides("custom_cnn", data, work / "cache", limits), work / "defaults")
+    cfg = compose(medlit_overrides("custom_cnn", data, limits), work / "defaults")
     defaults = {
         f"trainer.precision={cfg.trainer.precision}",
         f"classifier.channels_last={str(cfg.classifier.channels_last).lower()}",
@@ -428,12 +449,12 @@ def compare_levers(args, data: Path, work: Path, limits: list[str], out) -> None
         for name, extra in LEVERS.items():
             if extra and extra[0] in defaults:
                 continue  # the default already
-            overrides = medlit_overrides("custom_cnn", data, work / "cache", [*limits, *extra])
+            overrides = medlit_overrides("custom_cnn", data, [*limits, *extra])
             try:
                 results[name].append(run_medlit(overrides, out()))
             except RuntimeError as err:  # a lever that fails here is reported, not fatal
                 failed[name] = str(err).strip().splitlines()[-1][:200]
-    base = summarise(results["default"])["images/s"]
+    base = summarise(results["default"])["examples/s"]
     rows = []
     for name, reports in results.items():
         if name in failed:
@@ -444,8 +465,8 @@ def compare_levers(args, data: Path, work: Path, limits: list[str], out) -> None
         rows.append(
             [
                 name,
-                row["images/s"],
-                f"{row['images/s'] / base:.2f}x",
+                row["examples/s"],
+                f"{row['examples/s'] / base:.2f}x",
                 row["data wait"],
                 row["startup (s)"],
                 row["peak RSS (MB)"],
@@ -458,7 +479,9 @@ def compare_levers(args, data: Path, work: Path, limits: list[str], out) -> None
 
 def compare_with_keras(args, data: Path, work: Path, out) -> None:
     """Whole epochs over the same JPEG folder: medlit's default xray_custom_cnn against Keras."""
-    overrides = medlit_overrides("custom_cnn", data, work / "cache", [f"trainer.max_epochs={args.keras_epochs}"])
+    overrides = medlit_overrides(
+        "custom_cnn", image_data(data, work / "cache"), [f"trainer.max_epochs={args.keras_epochs}"]
+    )
     medlit_runs, keras_runs = [], []
     for _ in range(args.repeats):
         medlit_runs.append(run_medlit(overrides, out()))
@@ -480,7 +503,7 @@ def cold_start(args, folder: Path, work: Path, out) -> None:
     medlit_rate, keras_rate = [], []
     for repeat in range(args.repeats):
         cache = work / f"cold-cache{repeat}"
-        overrides = medlit_overrides("custom_cnn", folder, cache, ["trainer.max_epochs=1"])
+        overrides = medlit_overrides("custom_cnn", image_data(folder, cache), ["trainer.max_epochs=1"])
         report = run_medlit(overrides, out())
         images = sum(s["images"] for s in report["steps"])
         medlit_rate.append(images / (report["startup"] + report["epochs"][0]["train_time"]))

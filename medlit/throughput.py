@@ -21,6 +21,8 @@ from torch import Tensor
 class Throughput(pl.Callback):
     """Per-step data wait and compute, per-epoch training time, images per second and peak memory.
 
+    "Images" are a batch's examples, whatever they are: the length of its first tensor (reviews for text).
+
     `warmup` steps at the start of the first epoch (oneDNN / cuDNN set-up, compilation) are recorded but
     left out of the first epoch's rate.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,22 @@ def synthetic_review(label: int, rng: np.random.Generator, words: int = 24) -> s
     return " ".join(tokens[:half]) + ".<br /><br />" + " ".join(tokens[half:]) + "."
 
 
-def write_aclimdb(data_dir: Path, per_class: dict[str, int] | None = None, seed: int = 0) -> Path:
-    """`data_dir/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`: the layout of the IMDb archive."""
+def imdb_review_words(rng: np.random.Generator) -> int:
+    """A review length drawn like IMDb's: log-normal words, median about 175, mean about 230, a long tail
+    cut at 2,500 and no review under 10 words."""
+    return int(np.clip(rng.lognormal(np.log(175), 0.75), 10, 2500))
+
+
+def write_aclimdb(
+    data_dir: Path,
+    per_class: dict[str, int] | None = None,
+    seed: int = 0,
+    words: int | Callable[[np.random.Generator], int] = 24,
+) -> Path:
+    """`data_dir/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`: the layout of the IMDb archive.
+
+    `words` is every review's length, or draws each one's (e.g. `imdb_review_words`, for realistic costs).
+    """
     rng = np.random.default_rng(seed)
     for split, count in (per_class or {"train": 40, "test": 16}).items():
         for label, folder in enumerate(("neg", "pos")):
@@ -67,7 +82,8 @@ def write_aclimdb(data_dir: Path, per_class: dict[str, int] | None = None, seed:
             target.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 rating = rng.integers(7, 11) if label else rng.integers(1, 5)
-                (target / f"{i}_{rating}.txt").write_text(synthetic_review(label, rng), encoding="utf-8")
+                review = synthetic_review(label, rng, words if isinstance(words, int) else words(rng))
+                (target / f"{i}_{rating}.txt").write_text(review, encoding="utf-8")
     return data_dir
 
 

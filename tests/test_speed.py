@@ -4,6 +4,7 @@ callback and the benchmark's smoke mode."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from medlit.classifier import Classifier
 from medlit.data.augment import RandomAffineBatch
 from medlit.data.base import ImageTensorDataset
 from medlit.models import CustomCNN
+from medlit.throughput import Throughput
 from medlit.training import train
 from tests.conftest import compose_config
 from tests.test_chest_xray import loaded
@@ -151,11 +153,24 @@ def test_throughput_callback_reports_steps_and_epochs(train_config, tmp_path):
     assert report["peak_rss_mb"] > 0 and report["startup"] > 0 and report["best_score"] is not None
 
 
+def test_throughput_counts_the_examples_of_image_and_text_batches():
+    callback, trainer = Throughput(), SimpleNamespace(current_epoch=0)
+    images = (torch.zeros(5, 1, 8, 8, dtype=torch.uint8), torch.zeros(5), torch.zeros(5, 7))
+    reviews = [torch.ones(3, 12, dtype=torch.long), torch.zeros(3)]  # (token ids, labels), as collated
+    for batch in (images, reviews):
+        callback.on_train_batch_start(trainer, None, batch, 0)
+        callback.on_train_batch_end(trainer, None, None, batch, 0)
+    assert [step["images"] for step in callback.steps] == [5, 3]
+
+
 def test_benchmark_smoke_mode(tmp_path, capsys, monkeypatch):
-    """The benchmark's tables come out of a few tiny steps (no Keras, no network)."""
+    """The benchmark's tables come out of a few tiny steps of an image model and the text model (no Keras,
+    no network)."""
     import benchmarks.throughput as bench
 
     monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
     bench.main(["--smoke"])
     printed = capsys.readouterr().out
     assert "framework overhead" in printed and "hand-written loop" in printed and "fraction" in printed
+    assert "| custom_cnn | medlit |" in printed and "images/s" in printed
+    assert "| bilstm | hand-written loop |" in printed and "reviews/s" in printed and "GFLOP/review" in printed
