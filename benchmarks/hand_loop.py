@@ -52,9 +52,12 @@ def hand_loop(overrides: list[str], out: Path, steps: int, epochs: int) -> None:
     import torch
     from hydra.utils import instantiate
 
+    from medlit.hardware import keep_freed_memory
     from medlit.throughput import peak_rss_mb
 
     cfg = compose(overrides, out.parent / out.stem)
+    if cfg.get("keep_freed_memory", False):  # the same memory allocator settings as medlit's
+        keep_freed_memory()
     torch.manual_seed(0)
     start = time.perf_counter()
     datamodule = data_module(cfg)

@@ -66,6 +66,7 @@ LEVERS = {
     "no augmentation": ["data.batch_transform=null"],
     "no decoded-image cache (data.cache_dir=null)": ["data.cache_dir=null"],
     "num_workers=0": ["data.num_workers=0"],
+    "freed memory back to the OS (keep_freed_memory=false)": ["keep_freed_memory=false"],
 }
 KERAS_VENV = ROOT / "benchmarks" / ".venv-keras"
 KERAS_PACKAGES = ["tensorflow-cpu==2.21.*", "tf_keras==2.21.*", "pillow", "scipy"]

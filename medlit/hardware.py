@@ -1,4 +1,4 @@
-"""Defaults chosen by the machine: numeric precision, DataLoader workers.
+"""Defaults chosen by the machine: numeric precision, DataLoader workers, how freed memory is kept.
 
 bf16 autocast pays on CPUs with bf16 matrix instructions (AMX, AVX-512 BF16); elsewhere oneDNN emulates
 bf16 and a step is slower than in fp32, so fp32 stays. GPUs train in 16-bit mixed precision.
@@ -6,7 +6,10 @@ bf16 and a step is slower than in fp32, so fp32 stays. GPUs train in 16-bit mixe
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import sys
 from pathlib import Path
 
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -60,3 +63,26 @@ def default_workers(cpus: int | None = None) -> int:
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, min(4, cpus - 1))
+
+
+# glibc mallopt() parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for the next allocation instead of handing it back to the OS.
+
+    PyTorch allocates a CPU tensor's memory with malloc, which maps blocks above 32 MB (a batch of
+    activations) from the OS and unmaps them when they are freed, so every training step faults each page
+    of every large activation in again: the kernel zeroes hundreds of thousands of pages per step. From the
+    heap, freed and trimmed no more, the same memory serves the next step. Peak memory does not grow.
+    Returns whether it took effect (glibc on Linux only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

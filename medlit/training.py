@@ -15,6 +15,7 @@ from medlit import preflight
 from medlit.checkpoint import load_checkpoint, restore, write_threshold
 from medlit.classifier import Classifier
 from medlit.evaluation import evaluate, select_threshold, write_metrics, write_report
+from medlit.hardware import keep_freed_memory
 from medlit.resume import resume_config
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ def train(cfg: DictConfig) -> float | None:
     selected checkpoint; the test report (metrics.json, figures, intervals) is made at that threshold.
     """
     cfg, checkpoint, continuing = resume_config(cfg)
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)

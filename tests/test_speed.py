@@ -4,6 +4,9 @@ callback and the benchmark's smoke mode."""
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -98,6 +101,33 @@ def test_bf16_is_fast_only_with_bf16_instructions(tmp_path):
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (4, 3), (64, 4)])
 def test_workers_leave_a_core_to_training(cpus, workers):
     assert hardware.default_workers(cpus) == workers
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+from medlit.hardware import keep_freed_memory
+kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+x = torch.ones(64, 1024, 1024)  # 256 MB: malloc maps it from the OS unless told to keep freed memory
+for _ in range(3):  # the first steps
+    (x * 2).sum()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    (x * 2).sum()
+print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_kept_freed_memory_is_not_faulted_in_again_at_every_step():
+    def faults(mode: str) -> tuple[str, int]:
+        run = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True, check=True)
+        kept, count = run.stdout.split()
+        return kept, int(count)
+
+    assert faults("keep")[0] == "True"
+    pages = 256 * 2**20 // resource.getpagesize()
+    assert faults("return")[1] > pages / 2  # every page of the product faulted in again
+    assert faults("keep")[1] < pages / 100
 
 
 def test_composed_defaults_follow_the_machine(tmp_path):
