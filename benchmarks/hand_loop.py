@@ -67,7 +67,8 @@ def hand_loop(overrides: list[str], out: Path, steps: int, epochs: int) -> None:
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
     train_step = training_step(cfg, net.train(), optimizer, preprocess)
     startup = time.perf_counter() - start
-    record, epochs_out = timed_epochs(loader, prepare, train_step, steps, epochs)
+    validate = validation(cfg, datamodule, net, preprocess)
+    record, epochs_out = timed_epochs(loader, prepare, train_step, steps, epochs, validate)
     report = {"startup": startup, "peak_rss_mb": peak_rss_mb(), "epochs": epochs_out, "steps": record}
     out.write_text(json.dumps(report, indent=1))
 
@@ -118,9 +119,34 @@ def text_batches(cfg, datamodule, net):
     dataset, sampler = datamodule.train_set, None
     if cfg.data.get("bucket_by_length"):
         lengths = (dataset.ids != PAD_ID).sum(dim=1)
-        # the sampler asks for the epoch once per pass, when iteration starts: 0, 1, 2, ...
-        sampler = LengthBucketSampler(lengths, cfg.data.batch_size, seed=0, epoch=itertools.count().__next__)
+        # the batches of the medlit run (same seed); the sampler asks for the epoch once per pass: 0, 1, ...
+        sampler = LengthBucketSampler(
+            lengths, cfg.data.batch_size, seed=cfg.seed or 0, epoch=itertools.count().__next__
+        )
     return training_loader(cfg, dataset, sampler), tuple, None
+
+
+def validation(cfg, datamodule, net, preprocess: Callable | None) -> Callable:
+    """A pass over the first `trainer.limit_val_batches` validation batches (all when unset) in eval mode
+    without gradients, as medlit validates after each training epoch; what it allocates in between shapes
+    the memory the next epoch's steps get."""
+    import torch
+
+    limit = cfg.trainer.get("limit_val_batches")
+    channels = getattr(datamodule, "in_channels", None)
+
+    def validate() -> None:
+        net.eval()
+        with torch.inference_mode():
+            for i, (x, _) in enumerate(datamodule.val_dataloader()):
+                if isinstance(limit, int) and i == limit:
+                    break
+                if channels and x.shape[1] != channels:
+                    x = x.expand(-1, channels, -1, -1)
+                net(preprocess(x) if preprocess is not None else x)
+        net.train()
+
+    return validate
 
 
 def training_loader(cfg, dataset, sampler=None):
@@ -169,9 +195,12 @@ def training_step(cfg, net, optimizer, preprocess: Callable | None) -> Callable:
     return step
 
 
-def timed_epochs(loader, prepare: Callable, train_step: Callable, steps: int, epochs: int) -> tuple[list, list]:
+def timed_epochs(
+    loader, prepare: Callable, train_step: Callable, steps: int, epochs: int, validate: Callable
+) -> tuple[list, list]:
     """Per-step data wait (loading and `prepare`) and compute (`train_step`), and per-epoch rates without
-    the first epoch's two warm-up steps: the records of the `Throughput` callback."""
+    the first epoch's two warm-up steps: the records of the `Throughput` callback. `validate` runs after
+    each epoch, outside the timed steps, as medlit's validation does."""
     from medlit.throughput import rates
 
     record, summary = [], []
@@ -188,4 +217,5 @@ def timed_epochs(loader, prepare: Callable, train_step: Callable, steps: int, ep
             last_end = now
         measured = [s for s in record if s["epoch"] == epoch][2 if epoch == 0 else 0 :]
         summary.append({"epoch": epoch, "train_time": last_end - epoch_start, **rates(measured)})
+        validate()
     return record, summary
