@@ -128,6 +128,16 @@ def test_every_experiment_runs(train_config, experiment, tmp_path):
     assert (tmp_path / "run" / "metrics.json").exists()
 
 
+def test_the_weight_average_is_validated_kept_and_tested(train_config, tmp_path):
+    train(train_config("model=dense_mlp", "callbacks=[default,ema]", "callbacks.ema.decay=0.5", "trainer.max_epochs=2"))
+    checkpoint = torch.load(next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
+    averaged, trained = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert averaged.keys() == trained.keys()
+    weights = [k for k, v in averaged.items() if k.startswith("net.") and v.is_floating_point()]
+    assert weights and any(not torch.equal(averaged[k], trained[k]) for k in weights)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/loss"] > 0
+
+
 def test_organcmnist_trains_an_eleven_class_head(train_config, tmp_path):
     train(train_config("data=organcmnist", "trainer.max_epochs=1"))
     checkpoint = torch.load(next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")), weights_only=True)
