@@ -75,7 +75,8 @@ def keep_freed_memory() -> bool:
     PyTorch allocates a CPU tensor's memory with malloc, which maps blocks above 32 MB (a batch of
     activations) from the OS and unmaps them when they are freed, so every training step faults each page
     of every large activation in again: the kernel zeroes hundreds of thousands of pages per step. From the
-    heap, freed and trimmed no more, the same memory serves the next step. Peak memory does not grow.
+    heap, freed and trimmed no more, the same memory serves the next step; the process keeps the most it
+    has used, and a little more where the heap fragments.
     Returns whether it took effect (glibc on Linux only).
     """
     if not sys.platform.startswith("linux"):
