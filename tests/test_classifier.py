@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.functional.classification import binary_auroc
 
 from medlit.classifier import Classifier
 from medlit.errors import MedlitError
@@ -83,3 +88,42 @@ def test_probabilities_are_p_positive_or_rows():
     assert classifier(2).probabilities(torch.zeros(4, 1)).shape == (4,)
     rows = classifier(5).probabilities(torch.randn(4, 5))
     assert rows.shape == (4, 5) and torch.allclose(rows.sum(1), torch.ones(4))
+
+
+class _StepLosses(pl.Callback):
+    def __init__(self) -> None:
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_epoch_metrics_cover_every_prediction_of_the_epoch_and_no_sanity_check():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(100, 1, 2, 2, generator=generator)
+    y = (x.mean(dim=(1, 2, 3)) + 0.2 * torch.randn(100, generator=generator) > 0.5).long()
+    train_loader = DataLoader(TensorDataset(x[:60], y[:60]), batch_size=8)  # the last batch holds 4
+    val_loader = DataLoader(TensorDataset(x[60:], y[60:]), batch_size=8)
+    model = classifier(2, optimizer=partial(torch.optim.SGD, lr=0.5))
+    steps = _StepLosses()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        num_sanity_val_steps=2,  # predictions of the untrained network, which must not count
+        callbacks=[steps],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_loader, val_loader)
+
+    metrics = trainer.callback_metrics
+    sizes = torch.tensor([8.0] * 7 + [4.0])
+    assert float(metrics["train/loss_epoch"]) == pytest.approx(float((torch.tensor(steps.losses) * sizes).sum() / 60))
+    with torch.no_grad():
+        logits = model.eval()(x[60:]).squeeze(1)
+    assert float(metrics["val/loss"]) == pytest.approx(
+        float(F.binary_cross_entropy_with_logits(logits, y[60:].float()))
+    )
+    assert float(metrics["val/auroc"]) == pytest.approx(float(binary_auroc(torch.sigmoid(logits), y[60:])))
+    assert float(metrics["val/acc"]) == pytest.approx(float(((logits >= 0).long() == y[60:]).float().mean()))

@@ -67,7 +67,7 @@ class ImageTensorDataset(Dataset):
                 image = self.transform(image)
             else:
                 with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(derive_seed(self.seed, epoch, index))
+                    torch.default_generator.manual_seed(derive_seed(self.seed, epoch, index))
                     image = self.transform(image)
         if self.batch_transform is None:
             return image, self.labels[index]
