@@ -205,3 +205,35 @@ def test_benchmark_smoke_mode(tmp_path, capsys, monkeypatch):
     assert "framework overhead" in printed and "hand-written loop" in printed and "fraction" in printed
     assert "| custom_cnn | medlit |" in printed and "images/s" in printed
     assert "| bilstm | hand-written loop |" in printed and "reviews/s" in printed and "GFLOP/review" in printed
+
+
+def test_layer_profile_times_each_layer_within_the_step():
+    """Each layer's forward and backward time is a part of the step's; convolutions' FLOPs are counted."""
+    from torch import nn
+
+    from benchmarks.layers import profile_layers
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 1))
+    x, y = torch.randn(8, 1, 16, 16), torch.rand(8, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    result = profile_layers(net, x, y, nn.BCEWithLogitsLoss(), optimizer, steps=3, warmup=1)
+    layers = {r["layer"]: r for r in result["layers"]}
+    assert list(layers) == ["0 (Conv2d)", "1 (BatchNorm2d)", "2 (ReLU)", "3 (Flatten)", "4 (Linear)"]
+    assert layers["0 (Conv2d)"]["gflop"] == pytest.approx(2 * 8 * 4 * 14 * 14 * 9 / 1e9)
+    assert layers["4 (Linear)"]["gflop"] == pytest.approx(2 * 8 * 4 * 14 * 14 / 1e9)
+    assert layers["0 (Conv2d)"]["backward_ms"] == 0  # the images need no gradient
+    assert all(r["forward_ms"] > 0 for r in result["layers"])
+    assert all(r["backward_ms"] > 0 for r in result["layers"][1:])
+    spent = sum(r["forward_ms"] + r["backward_ms"] for r in result["layers"])
+    assert spent < result["step_ms"]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())  # hooks removed
+
+
+def test_layer_profile_of_a_configured_run(capsys):
+    """`benchmarks/layers.py` builds the run's network from its overrides and prints both tables."""
+    from benchmarks.layers import main
+
+    main(["experiment=pneumoniamnist_custom_cnn", "data.batch_size=4", "--steps", "1", "--warmup", "1"])
+    printed = capsys.readouterr().out
+    assert "| features.1.0 (Conv2d) | 64x14x14 |" in printed
+    assert "| Conv2d | 2 |" in printed and "outside the layers" in printed and "examples/s, batch 4" in printed
