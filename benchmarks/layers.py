@@ -6,13 +6,13 @@ a large matrix product in the same precision.
     python benchmarks/layers.py experiment=xray_mobilenetv2 model.pretrained=false --steps 10
 
 Trains on one fixed random batch (no data loading), with the run's batch size, image size, memory format,
-precision, optimiser and loss. A layer's forward time runs from its call to its return; its backward time
-from the gradient reaching its output to the gradient reaching its input. That is exact for chains of
-layers; where a network branches (residual blocks), a layer's backward also holds what other branches
-compute before its input's gradient is complete. Time outside every layer (loss, optimiser, the first
-layer's weight gradients when the images need none) is the last row. torch.profiler is not used: its own
-allocations make the memory allocator fault fresh pages in during the profiled steps, which on some
-machines slowed them by half.
+precision, optimiser, loss and gradient clipping (the hand-written loop's training step). A layer's forward
+time runs from its call to its return; its backward time from the gradient reaching its output to the
+gradient reaching its input. That is exact for chains of layers; where a network branches (residual
+blocks), a layer's backward also holds what other branches compute before its input's gradient is
+complete. Time outside every layer (loss, optimiser, the first layer's weight gradients when the images
+need none) is the last row. torch.profiler is not used: its own allocations make the memory allocator
+fault fresh pages in during the profiled steps, which on some machines slowed them by half.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.hand_loop import compose  # noqa: E402  (after the path is set)
+from benchmarks.hand_loop import compose, training_step  # noqa: E402  (after the path is set)
 from benchmarks.throughput import load, matmul_flops_per_s, table  # noqa: E402
 
 
@@ -57,9 +56,9 @@ def layer_flops(module, inputs, output) -> float:
     return 0.0
 
 
-def profile_layers(net, x, y, loss_fn, optimizer, steps: int, warmup: int, autocast=None) -> dict:
-    """Train `warmup` then `steps` steps on (x, y); the mean forward and backward ms of each timed layer,
-    its forward FLOPs, its output shape, and the mean step ms."""
+def profile_layers(net, train_step, x, y, steps: int, warmup: int) -> dict:
+    """Run `train_step(x, y)` (one optimisation step of `net`) `warmup` then `steps` times; the mean forward
+    and backward ms of each timed layer, its forward FLOPs, its output shape, and the mean step ms."""
     import torch
 
     fwd, bwd, flops, shapes = defaultdict(float), defaultdict(float), {}, {}
@@ -99,11 +98,7 @@ def profile_layers(net, x, y, loss_fn, optimizer, steps: int, warmup: int, autoc
 
     def step() -> None:
         reached.clear()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast or nullcontext():
-            loss = loss_fn(net(x), y)
-        loss.backward()
-        optimizer.step()
+        train_step(x, y)
 
     try:
         for _ in range(warmup):
@@ -132,10 +127,10 @@ def profile_layers(net, x, y, loss_fn, optimizer, steps: int, warmup: int, autoc
 
 
 def build(overrides: list[str], work: Path, batch: int | None):
-    """Network, batch, loss, optimiser and autocast of the run `overrides` composes."""
+    """The network, its training step (as the hand-written loop's, medlit's) and a random batch of the run
+    `overrides` composes, and its precision."""
     import torch
     from hydra.utils import instantiate
-    from torch import nn
 
     from medlit.hardware import keep_freed_memory
 
@@ -147,15 +142,9 @@ def build(overrides: list[str], work: Path, batch: int | None):
     net = instantiate(cfg.model).train().to(memory_format=fmt)
     n, size, classes = batch or cfg.data.batch_size, cfg.data.image_size, cfg.data.num_classes
     x = torch.randn(n, cfg.data.in_channels, size, size).contiguous(memory_format=fmt)
-    if classes == 2:
-        y, loss = torch.randint(0, 2, (n, 1)).float(), nn.BCEWithLogitsLoss()
-    else:
-        y, loss = torch.randint(0, classes, (n,)), nn.CrossEntropyLoss()
+    y = torch.randint(0, classes, (n,))
     optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-    precision = str(cfg.trainer.precision)
-    bf16 = precision.startswith("bf16")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else None
-    return net, x, y, loss, optimizer, autocast, ("bfloat16" if bf16 else "float32"), precision
+    return net, training_step(cfg, net, optimizer, None), x, y, str(cfg.trainer.precision)
 
 
 def report(result: dict, matmul: float) -> str:
@@ -201,9 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, help="batch size (default: the run's)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="medlit-layers-") as work:
-        net, x, y, loss, optimizer, autocast, dtype, precision = build(args.overrides, Path(work), args.batch)
-        result = profile_layers(net, x, y, loss, optimizer, args.steps, args.warmup, autocast)
+        net, train_step, x, y, precision = build(args.overrides, Path(work), args.batch)
+        result = profile_layers(net, train_step, x, y, args.steps, args.warmup)
     print(f"## Layer by layer: {' '.join(args.overrides)} ({precision}, {args.steps} steps)\n")
+    dtype = "bfloat16" if precision.startswith("bf16") else "float32"
     print(report(result, matmul_flops_per_s(dtype)), f"\n{load()}")
 
 

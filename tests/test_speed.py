@@ -216,7 +216,13 @@ def test_layer_profile_times_each_layer_within_the_step():
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, 1))
     x, y = torch.randn(8, 1, 16, 16), torch.rand(8, 1)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    result = profile_layers(net, x, y, nn.BCEWithLogitsLoss(), optimizer, steps=3, warmup=1)
+
+    def train_step(x, y):
+        optimizer.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        optimizer.step()
+
+    result = profile_layers(net, train_step, x, y, steps=3, warmup=1)
     layers = {r["layer"]: r for r in result["layers"]}
     assert list(layers) == ["0 (Conv2d)", "1 (BatchNorm2d)", "2 (ReLU)", "3 (Flatten)", "4 (Linear)"]
     assert layers["0 (Conv2d)"]["gflop"] == pytest.approx(2 * 8 * 4 * 14 * 14 * 9 / 1e9)
