@@ -52,8 +52,8 @@ def hand_loop(overrides: list[str], out: Path, steps: int, epochs: int) -> None:
     import torch
     from hydra.utils import instantiate
 
-    from medlit.hardware import keep_freed_memory
-    from medlit.throughput import peak_rss_mb
+    from medlit.training.callbacks import peak_rss_mb
+    from medlit.training.hardware import keep_freed_memory
 
     cfg = compose(overrides, out.parent / out.stem)
     if cfg.get("keep_freed_memory", False):  # the same memory allocator settings as medlit's
@@ -201,7 +201,7 @@ def timed_epochs(
     """Per-step data wait (loading and `prepare`) and compute (`train_step`), and per-epoch rates without
     the first epoch's two warm-up steps: the records of the `Throughput` callback. `validate` runs after
     each epoch, outside the timed steps, as medlit's validation does."""
-    from medlit.throughput import rates
+    from medlit.training.callbacks import step_rates as rates
 
     record, summary = [], []
     for epoch in range(epochs):

@@ -132,7 +132,7 @@ def build(overrides: list[str], work: Path, batch: int | None):
     import torch
     from hydra.utils import instantiate
 
-    from medlit.hardware import keep_freed_memory
+    from medlit.training.hardware import keep_freed_memory
 
     cfg = compose(overrides, work)
     if cfg.get("keep_freed_memory", False):

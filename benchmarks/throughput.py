@@ -138,11 +138,11 @@ def run_medlit(overrides: list[str], out: Path, in_process: bool = False) -> dic
     overrides = [
         *overrides,
         f"paths.log_dir={out.parent / 'logs'}",
-        "+callbacks.throughput._target_=medlit.throughput.Throughput",
+        "+callbacks.throughput._target_=medlit.training.callbacks.Throughput",
         f"+callbacks.throughput.path={out}",
     ]
     if in_process:
-        from medlit.training import train
+        from medlit.training.run import train
 
         train(compose(overrides, out.parent / out.stem))
     else:
@@ -247,7 +247,7 @@ def matmul_flops_per_s(dtype_name: str, n: int = 2048, repeats: int = 5) -> floa
 # ------------------------------------------------------------------------------------------- reports
 def later_epochs(report: dict) -> dict:
     """Rates from the second epoch on (the first when there is one): steps of those epochs pooled."""
-    from medlit.throughput import rates
+    from medlit.training.callbacks import step_rates as rates
 
     first = report["steps"][0]["epoch"]
     steps = [s for s in report["steps"] if s["epoch"] > first] or report["steps"][2:] or report["steps"]

@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from medlit.training import train
+from medlit.training.run import train
 from tests.synthetic import write_aclimdb, write_medmnist_npz, write_xray_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +58,8 @@ def compose_config(overrides: list[str], output_dir: Path, config_name: str = "t
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
+        if not any(o.startswith("paths.log_dir=") for o in overrides):  # nothing is written into the checkout
+            cfg.paths.log_dir = str(output_dir / "logs")
         del cfg.hydra
     return cfg
 
@@ -112,9 +114,9 @@ def http_server(tmp_path):
 
 
 def launch_in_process(monkeypatch, main, argv: list[str]) -> None:
-    """Run an entry point's `main` through `medlit.cli.launch` with `argv`, as its command line would, in this
+    """Run an entry point's `main` through `medlit.cli.runner.launch` with `argv`, as its command line would, in this
     process: Hydra cleared, and the error-format variables unset now and restored afterwards."""
-    from medlit.cli import launch
+    from medlit.cli.runner import launch
 
     monkeypatch.setattr(sys, "argv", argv)
     for name in ("HYDRA_FULL_ERROR", "MEDLIT_ONE_LINE_ERRORS"):

@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from medlit.bootstrap import confidence_intervals, metric_values, weighted_auroc
 from medlit.errors import ConfigError
+from medlit.evaluation.bootstrap import confidence_intervals, metric_values, weighted_auroc
 
 
 def test_weighted_auroc_equals_auroc_of_the_resampled_data_with_ties():

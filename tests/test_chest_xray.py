@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medlit.data import image_cache
+from medlit.data import decode, image_cache
 from medlit.data.chest_xray import ChestXrayDataModule
 from medlit.data.splits import grouped_split, patient_id
 from medlit.errors import DataError
@@ -132,7 +132,7 @@ def test_decodes_once_then_reads_the_cache(xray, tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("a cached image was decoded again")
 
-    monkeypatch.setattr(image_cache, "decode_image", no_decoding)
+    monkeypatch.setattr(image_cache, "decode", no_decoding)
     second = loaded(xray, tmp_path, decode_workers=1)
     assert second.decoded == 0
     assert torch.equal(second.train_set.images, first.train_set.images)
@@ -183,15 +183,15 @@ def test_odd_formats_are_converted_to_grey(tmp_path):
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
     Image.new("CMYK", (30, 40), (0, 0, 0, 0)).save(tmp_path / "cmyk.jpeg")
     Image.new("RGBA", (30, 40), (255, 255, 255, 128)).save(tmp_path / "rgba.png")
-    assert image_cache.decode_image(str(tmp_path / "deep.png"), 16).tolist() == [[127] * 16] * 16
-    assert image_cache.decode_image(str(tmp_path / "cmyk.jpeg"), 16).min() > 250  # no ink: white
-    assert image_cache.decode_image(str(tmp_path / "rgba.png"), 16).min() == 255
+    assert decode.decode_image(str(tmp_path / "deep.png"), 16).tolist() == [[127] * 16] * 16
+    assert decode.decode_image(str(tmp_path / "cmyk.jpeg"), 16).min() > 250  # no ink: white
+    assert decode.decode_image(str(tmp_path / "rgba.png"), 16).min() == 255
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda root: shutil.rmtree(root), "data folder .* not found.*python -m medlit.download chest_xray"),
+        (lambda root: shutil.rmtree(root), "data folder .* not found.*medlit download chest_xray"),
         (lambda root: [p.unlink() for p in (root / "val" / "NORMAL").iterdir()], r"val/NORMAL is empty"),
         (lambda root: shutil.rmtree(root / "test" / "PNEUMONIA"), r"class folder .*test/PNEUMONIA not found"),
     ],

@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.functional.classification import binary_auroc
 
-from medlit.classifier import Classifier
 from medlit.errors import MedlitError
+from medlit.training.classifier import Classifier
 
 
 class _Counts:

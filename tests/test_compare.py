@@ -1,4 +1,4 @@
-"""`python -m medlit.compare`: runs side by side, their differing settings, metrics and ROC curves."""
+"""`medlit compare`: runs side by side, their differing settings, metrics and ROC curves."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import shutil
 import numpy as np
 import pytest
 
-from medlit.compare import (
+from medlit.cli.compare import main
+from medlit.errors import MedlitError
+from medlit.evaluation.compare import (
     Run,
     aggregate,
     comparison_table,
     differing_keys,
     load_runs,
-    main,
     markdown_table,
     summary_markdown,
 )
-from medlit.errors import MedlitError
 from tests.conftest import FAST, run_train
 
 

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from medlit.training import instantiate_all
+from medlit.training.run import instantiate_all
 from tests.conftest import CONF, compose_config
 
 

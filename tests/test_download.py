@@ -1,4 +1,4 @@
-"""`python -m medlit.download chest_xray`: fetch an archive, verify it, unpack it safely, report where."""
+"""`medlit download chest_xray`: fetch an archive, verify it, unpack it safely, report where."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
+from medlit.cli.download import download as main
 from medlit.data.chest_xray import ChestXrayDataModule
-from medlit.data.download import md5sum
-from medlit.download import main
+from medlit.data.fetch import md5sum
 from tests.synthetic import write_xray_folder
 
 

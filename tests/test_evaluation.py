@@ -1,4 +1,4 @@
-"""The test report of training and of `python -m medlit.eval`, and the decision threshold in the checkpoint."""
+"""The test report of training and of `medlit eval`, and the decision threshold in the checkpoint."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from medlit.checkpoint import load_checkpoint
-from medlit.classifier import Classifier
+from medlit.cli.eval import evaluate_checkpoint
+from medlit.cli.eval import hydra_main as eval_main
+from medlit.deploy.rebuild import load_run
 from medlit.errors import ConfigError
-from medlit.eval import evaluate_checkpoint
-from medlit.eval import main as eval_main
-from medlit.evaluation import predict, read_predictions
-from medlit.rebuild import load_run
-from medlit.threshold import choose_threshold
-from medlit.training import train
+from medlit.evaluation.predictions import predict, read_predictions
+from medlit.evaluation.threshold import choose_threshold
+from medlit.training.checkpoint import load_checkpoint
+from medlit.training.classifier import Classifier
+from medlit.training.run import train
 from tests.conftest import FAST, best_checkpoint, compose_config, launch_in_process
 
 INTERVALS = ("acc", "auroc", "recall", "specificity")
@@ -68,7 +68,8 @@ def test_prediction_uses_the_stored_threshold(trained_run):
     run = load_run(best_checkpoint(trained_run))
     images, target = next(iter(run.datamodule.evaluation_dataloader("test")))
     out = run.model.predict_step((images, target), 0)
-    assert torch.equal(out["preds"], (out["probs"] >= run.model.decision_threshold).long())
+    assert out["probs"].shape == (len(target), 2) and torch.allclose(out["probs"].sum(1), torch.ones(len(target)))
+    assert torch.equal(out["preds"], (out["probs"][:, 1] >= run.model.decision_threshold).long())
     run.model.decision_threshold.fill_(1.0)
     assert not run.model.predict_step((images, target), 0)["preds"].any()
 

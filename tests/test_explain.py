@@ -13,15 +13,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from medlit import attribution
-from medlit.classifier import Classifier
+from medlit.cli.explain import explain
 from medlit.data.base import ClassificationDataModule
 from medlit.errors import ConfigError
-from medlit.evaluation import Predictions
-from medlit.explain import choose_examples, explain, explain_run
+from medlit.evaluation.predictions import Predictions
+from medlit.interpret import attribution
+from medlit.interpret.explain import choose_examples, explain_examples
 from medlit.models import BaselineCNN
 from medlit.models.text import BiLSTM, TextFFN, TextTransformer
-from medlit.rebuild import RestoredRun
+from medlit.training.classifier import Classifier
 from tests.conftest import best_checkpoint, compose_config
 
 SIZE, PATCH = 48, (slice(6, 18), slice(28, 40))  # a 12 px square in the top right corner
@@ -135,8 +135,8 @@ def test_integrated_gradients_of_a_linear_text_model_are_its_word_weights():
     assert torch.allclose(scores[1], -torch.tensor([-3.0, 0.5, 2.0, -3.0, 0]), atol=1e-5)
     assert delta.abs().max() < 1e-4
 
-    run = RestoredRun(None, model, Reviews(ids, torch.tensor([1, 0])), {})
-    result = explain_run(run, examples=1, ig_steps=20)
+    data = Reviews(ids, torch.tensor([1, 0]))
+    result = explain_examples(model, data, examples=1, ig_steps=20)
     assert [(e.group, e.index) for e in result.examples] == [("tp", 0), ("tn", 1)]
     page = result.html
     assert page.count("<section>") == 2 and "[PAD]" not in page
@@ -156,8 +156,8 @@ def test_text_networks_explain_a_batch_padded_beyond_its_longest_review(name, tm
     ids = torch.tensor([[2, 4, 5, 0, 0, 0, 0, 0], [3, 4, 2, 3, 0, 0, 0, 0]])
     scores, _ = attribution.integrated_gradients(model, ids, torch.tensor([1, 0]), "net.embedding", 0, 1, steps=8)
     assert scores.shape == ids.shape and torch.all(scores[ids == 0] == 0) and torch.all(scores[ids != 0] != 0)
-    run = RestoredRun(None, model, Reviews(ids, torch.tensor([1, 0])), {})
-    assert explain_run(run, examples=1, ig_steps=8).html.count("<section>") == 2
+    data = Reviews(ids, torch.tensor([1, 0]))
+    assert explain_examples(model, data, examples=1, ig_steps=8).html.count("<section>") == 2
 
 
 def test_a_bag_of_embeddings_has_no_tokens_to_attribute_to():
@@ -168,9 +168,9 @@ def test_a_bag_of_embeddings_has_no_tokens_to_attribute_to():
 
 def test_image_methods_are_refused_for_text():
     model = Classifier(WordSum(WEIGHTS), num_classes=2).eval()
-    run = RestoredRun(None, model, Reviews(torch.tensor([[2, 3, 0]]), torch.tensor([1])), {})
+    data = Reviews(torch.tensor([[2, 3, 0]]), torch.tensor([1]))
     with pytest.raises(ConfigError, match=r"methods \['gradcam'\] do not apply to a text model"):
-        explain_run(run, methods=["gradcam"])
+        explain_examples(model, data, methods=["gradcam"])
 
 
 def test_the_most_confident_hits_and_misses_are_chosen():

@@ -1,4 +1,4 @@
-"""`python -m medlit.export`: ONNX and TorchScript files that give PyTorch's probabilities for any batch size."""
+"""`medlit export`: ONNX and TorchScript files that give PyTorch's probabilities for any batch size."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import onnxruntime
 import pytest
 import torch
 
+from medlit.cli.export import export
+from medlit.deploy.predictor import Predictor, list_inputs
 from medlit.errors import ConfigError, MedlitError
-from medlit.export import export
-from medlit.inference import Predictor, list_inputs
 from tests.conftest import best_checkpoint, compose_config
 
 

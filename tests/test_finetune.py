@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medlit.classifier import Classifier
 from medlit.errors import MedlitError
-from medlit.finetune import TwoStageFinetuning, layers_from
 from medlit.models import CustomCNN, TimmNet
-from medlit.training import train
+from medlit.training.callbacks import TwoStageFinetuning, layers_from
+from medlit.training.classifier import Classifier
+from medlit.training.run import train
 
 
 @pytest.fixture

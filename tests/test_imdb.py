@@ -11,14 +11,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from medlit.classifier import Classifier
 from medlit.data import imdb, sampling
-from medlit.data.download import md5sum
+from medlit.data.fetch import md5sum
 from medlit.data.imdb import IMDBDataModule
 from medlit.data.sampling import LengthBucketSampler, LengthOrderSampler
 from medlit.data.vocabulary import PAD_ID, UNK_ID
 from medlit.errors import ConfigError, DataError
-from medlit.preflight import check_model_fits_data
+from medlit.training.classifier import Classifier
+from medlit.training.preflight import check_model_fits_data
 from tests.conftest import compose_config
 from tests.synthetic import FILLER_WORDS, write_aclimdb
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medlit.data.download import md5sum
+from medlit.data.fetch import md5sum
 from medlit.data.medmnist import MedMNISTDataModule
 from medlit.errors import DataError
 from tests.synthetic import write_medmnist_npz

@@ -9,11 +9,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from medlit.classifier import Classifier
 from medlit.data.vocabulary import PAD_ID
 from medlit.errors import MedlitError
 from medlit.models import BiLSTM, CustomCNN, FastText, TimmNet, num_logits
 from medlit.models.text import TextFFN, align_end
+from medlit.training.classifier import Classifier
 from tests.conftest import CONF, compose_config, offline
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

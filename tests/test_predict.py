@@ -1,4 +1,4 @@
-"""`python -m medlit.predict`: the checkpoint's own preprocessing and threshold, DICOM, and unreadable inputs."""
+"""`medlit predict`: the checkpoint's own preprocessing and threshold, DICOM, and unreadable inputs."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from medlit.errors import ConfigError, DataError
-from medlit.eval import evaluate_checkpoint
-from medlit.inference import Predictor, UnreadableInput, dicom_image, list_inputs
-from medlit.predict import main as predict_main
-from medlit.predict import predict
-from medlit.rebuild import load_run
+from medlit.cli.eval import evaluate_checkpoint
+from medlit.cli.predict import hydra_main as predict_main
+from medlit.cli.predict import predict
+from medlit.data.decode import dicom_image
+from medlit.deploy.predictor import Predictor, list_inputs
+from medlit.deploy.rebuild import load_run
+from medlit.errors import ConfigError, DataError, UnreadableInput
 from tests.conftest import best_checkpoint, compose_config, launch_in_process
 from tests.synthetic import blob_images, write_dicom
 

@@ -6,10 +6,10 @@ import csv
 
 import pytest
 
-from medlit.eval import evaluate_checkpoint
-from medlit.inference import Predictor
-from medlit.predict import predict
-from medlit.rebuild import load_run
+from medlit.cli.eval import evaluate_checkpoint
+from medlit.cli.predict import predict
+from medlit.deploy.predictor import Predictor
+from medlit.deploy.rebuild import load_run
 from tests.conftest import best_checkpoint, compose_config
 
 

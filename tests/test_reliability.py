@@ -15,10 +15,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from medlit.checkpoint import AtomicCheckpointIO, load_checkpoint
-from medlit.classifier import Classifier
 from medlit.errors import MedlitError
-from medlit.training import train
+from medlit.training.checkpoint import AtomicCheckpointIO, load_checkpoint
+from medlit.training.classifier import Classifier
+from medlit.training.run import train
 from tests.conftest import ROOT, run_train
 from tests.synthetic import write_medmnist_npz
 
@@ -89,7 +89,7 @@ def test_a_checkpoint_write_cut_short_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
     script = (
-        "import sys, torch; from medlit.checkpoint import AtomicCheckpointIO; "
+        "import sys, torch; from medlit.training.checkpoint import AtomicCheckpointIO; "
         "AtomicCheckpointIO().save_checkpoint({'epoch': 2, 'w': torch.rand(150_000_000)}, sys.argv[1])"
     )
     writer = subprocess.Popen([sys.executable, "-c", script, str(path)])

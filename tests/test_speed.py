@@ -13,13 +13,13 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from medlit import hardware
-from medlit.classifier import Classifier
 from medlit.data.augment import RandomAffineBatch
 from medlit.data.base import ImageTensorDataset
 from medlit.models import CustomCNN
-from medlit.throughput import Throughput
-from medlit.training import train
+from medlit.training import hardware
+from medlit.training.callbacks import Throughput
+from medlit.training.classifier import Classifier
+from medlit.training.run import train
 from tests.conftest import compose_config
 from tests.test_chest_xray import loaded
 
@@ -106,7 +106,7 @@ def test_workers_leave_a_core_to_training(cpus, workers):
 
 FAULTS_PER_STEP = """
 import resource, statistics, sys, torch
-from medlit.hardware import keep_freed_memory
+from medlit.training.hardware import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 x = torch.ones(64, 1024, 1024)  # 256 MB: malloc maps it from the OS unless told to keep freed memory
 faults = []

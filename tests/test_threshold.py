@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medlit.errors import ConfigError
-from medlit.threshold import check_rule, choose_threshold
+from medlit.evaluation.threshold import check_rule, choose_threshold
 
 
 def test_youden_cuts_separable_scores_in_the_middle_of_the_gap():

@@ -1,4 +1,4 @@
-"""Whole runs through `medlit.training.train`, composed from the real configs, on generated MedMNIST files."""
+"""Whole runs through `medlit.training.run.train`, composed from the real configs, on generated MedMNIST files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tokenizers import Tokenizer
 
-from medlit.training import train
+from medlit.training.run import train
 from tests.conftest import CONF
 from tests.test_models import IMAGE_MODELS, TEXT_MODELS
 

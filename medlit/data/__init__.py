@@ -1,1 +1,1 @@
-"""LightningDataModules, one per data set, and what they share."""
+"""Data: one LightningDataModule per data set, and what they share (decoding, caches, splits, samplers)."""

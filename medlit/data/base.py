@@ -8,11 +8,10 @@ from typing import Protocol
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medlit.data.sampling import EpochSampler, derive_seed, run_seed
+from medlit.data.sampling import EpochSampler, EvaluationSampler, derive_seed, run_seed
 
 
 class BatchTransform(Protocol):
@@ -177,7 +176,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         process exactly; processes may then see one batch more or less."""
         if dataset is None or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return None
-        return UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return EvaluationSampler(len(dataset))
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, ...], dataloader_idx: int) -> tuple[Tensor, ...]:
         """Apply `batch_transform` to a training batch that carries its per-example parameters."""

@@ -143,7 +143,7 @@ class ChestXrayDataModule(ClassificationDataModule):
             if not self.data_dir.is_dir():
                 raise DataError(
                     f"data folder {self.data_dir} not found; set data.data_dir to the folder that holds "
-                    f"train/, or fetch the data set with: python -m medlit.download chest_xray"
+                    f"train/, or fetch the data set with: medlit download chest_xray"
                 )
             root = image_folder.find_root(self.data_dir, nested="chest_xray")
             train_folder = image_folder.split_folder(root, "train")
@@ -253,7 +253,7 @@ def download(data_dir: Path, urls: list[str] | None = None, md5: str | None = No
     `kaggle` extra). Data that is already in place is not fetched again.
     """
     from medlit.data.archive import unpack
-    from medlit.data.download import fetch
+    from medlit.data.fetch import fetch
 
     target = data_dir / "chest_xray"
     if not urls:

@@ -1,4 +1,4 @@
-"""Decode image files once, in parallel, into a uint8 tensor cached on disk.
+"""Decode image files once, in parallel, into a uint8 tensor cached on disk (see `medlit.data.decode`).
 
 Full-resolution X-ray JPEGs (1-3k px) cost far more to decode than a small network costs to train on
 them, so each file is decoded and resized once. The cache file is named by a hash of the file list,
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
+
+from medlit.data.decode import DECODE_ERRORS, decode
 
 log = logging.getLogger(__name__)
 
@@ -41,34 +42,11 @@ class DecodedImages:
     decoded: int  # files decoded by this call: 0 when served from the cache
 
 
-def decode_image(path: str, size: int) -> np.ndarray:
-    """One file as a greyscale uint8 (size, size) array; odd formats are converted, not refused.
-
-    JPEGs are decoded at the smallest DCT scale that still covers `size` (PIL's draft mode), which
-    makes large X-rays several times faster to read. 16-bit greyscale is scaled to 8 bits, RGB(A),
-    CMYK and palette images are converted to luminance (alpha is dropped).
-    """
-    with Image.open(path) as image:
-        image.draft("L", (size, size))
-        return grey_square(image, size)
-
-
-def grey_square(image: Image.Image, size: int) -> np.ndarray:
-    """An opened image as greyscale uint8 (size, size): every decoded image goes through here."""
-    if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) greyscale
-        wide = np.asarray(image, dtype=np.float32) / 257.0
-        image = Image.fromarray(wide.clip(0, 255).round().astype(np.uint8))
-    elif image.mode != "L":
-        image = image.convert("L")
-    image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
-
-
 def _decode_or_reason(args: tuple[str, int]) -> np.ndarray | str:
     path, size = args
     try:
-        return decode_image(path, size)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return decode(path, size)
+    except DECODE_ERRORS as err:
         return f"{type(err).__name__}: {err}"
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from medlit.data.archive import unpack
 from medlit.data.base import ClassificationDataModule
-from medlit.data.download import fetch, md5sum
+from medlit.data.fetch import fetch, md5sum
 from medlit.data.sampling import EpochSampler, LengthBucketSampler, LengthOrderSampler
 from medlit.data.splits import cross_validation_fold, stratified_split
 from medlit.data.vocabulary import PAD_ID, TRUNCATION_SIDES, UNK_ID, build_vocabulary, encode, word_tokenizer

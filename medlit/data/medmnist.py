@@ -14,7 +14,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
 from medlit.data.base import ClassificationDataModule, ImageTensorDataset
-from medlit.data.download import fetch, md5sum
+from medlit.data.fetch import fetch, md5sum
 from medlit.data.splits import cross_validation_fold
 from medlit.errors import DataError, DownloadError
 

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
@@ -49,8 +48,7 @@ class EpochSampler(DistributedSampler):
         shuffle: bool = True,
         keyed: bool = False,
     ) -> None:
-        distributed = dist.is_available() and dist.is_initialized()
-        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        world, rank = _world()
         super().__init__(range(num_samples), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
         self.size, self.epoch_of, self.weights, self.keyed = num_samples, epoch, weights, keyed
 
@@ -105,15 +103,34 @@ class LengthBucketSampler(EpochSampler):
         yield from torch.cat(full + rest)[self.rank :: self.num_replicas].tolist()
 
 
-class LengthOrderSampler(UnrepeatedDistributedSampler):
-    """Evaluation in order of length (little padding per batch); under DDP each process takes every
-    `world_size`-th example of that order, and every example is evaluated exactly once."""
+class EvaluationSampler(DistributedSampler):
+    """Evaluation in a fixed `order` (default: the dataset's own); under DDP each process takes every
+    `world_size`-th example of it, so every example is evaluated exactly once, none repeated to pad the
+    processes to equal length (processes may then see one batch more or less)."""
 
-    def __init__(self, lengths: Tensor) -> None:
-        distributed = dist.is_available() and dist.is_initialized()
-        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
-        super().__init__(range(len(lengths)), num_replicas=world, rank=rank, shuffle=False)
-        self.lengths = lengths
+    def __init__(self, size: int, order: Tensor | None = None) -> None:
+        world, rank = _world()
+        super().__init__(range(size), num_replicas=world, rank=rank, shuffle=False)
+        self.order = torch.arange(size) if order is None else order
+        self.num_samples, self.total_size = len(range(rank, size, world)), size
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.lengths.argsort(stable=True)[self.rank :: self.num_replicas].tolist())
+        return iter(self.order[self.rank :: self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class LengthOrderSampler(EvaluationSampler):
+    """Evaluation in order of length (little padding per batch), each example exactly once under DDP."""
+
+    def __init__(self, lengths: Tensor) -> None:
+        super().__init__(len(lengths), lengths.argsort(stable=True))
+        self.lengths = lengths
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the process group, (1, 0) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0

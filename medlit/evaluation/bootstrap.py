@@ -1,0 +1,100 @@
+"""Percentile bootstrap confidence intervals for accuracy, AUROC, sensitivity (recall) and specificity.
+
+A test split of a few hundred X-rays gives metrics that move by several points from one sample of patients
+to the next; an interval says how far. Each bootstrap resample draws the test examples with replacement;
+here a resample is a row of multiplicities (how often each example was drawn), so every metric of every
+resample is a weighted sum computed for a block of resamples at once, without copying the data.
+
+Multi-class sensitivity, specificity and AUROC are macro averages over classes (one-vs-rest), as in the
+training metrics. A resample without positives or negatives of a class has no AUROC for it; such
+resamples are left out of that interval (they are rare unless a class has a handful of examples).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medlit.errors import ConfigError
+from medlit.evaluation.predictions import predicted_labels
+
+METRICS = ("acc", "auroc", "recall", "specificity")  # recall is sensitivity
+_BLOCK_ELEMENTS = 4_000_000  # multiplicities held in memory at once (32 MB of float64)
+
+
+def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of `scores` for 0/1 `positive`, for each row of example weights (B, N); ties count half.
+
+    The probability that a positive outscores a negative, with example i counted `weights[b, i]` times:
+    scores are sorted once and grouped by value, so each row costs a few cumulative sums.
+    """
+    order = np.argsort(scores, kind="stable")
+    sorted_scores, positive = scores[order], positive[order].astype(bool)
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    w = weights[:, order]
+    pos = np.add.reduceat(np.where(positive, w, 0.0), starts, axis=1)
+    neg = np.add.reduceat(np.where(positive, 0.0, w), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / pairs, np.nan)
+
+
+def metric_values(probs: np.ndarray, target: np.ndarray, threshold: float, weights: np.ndarray) -> dict:
+    """Accuracy, AUROC, recall (sensitivity) and specificity for each row of example weights (B, N)."""
+    target = np.asarray(target)
+    predicted = predicted_labels(probs, threshold)
+    classes = [1] if probs.ndim == 1 else range(probs.shape[1])
+    sens, spec, auroc = [], [], []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for c in classes:
+            is_c, said_c = target == c, predicted == c
+            sens.append(weights @ (is_c & said_c) / (weights @ is_c))
+            spec.append(weights @ (~is_c & ~said_c) / (weights @ ~is_c))
+            auroc.append(weighted_auroc(probs if probs.ndim == 1 else probs[:, c], is_c, weights))
+        return {
+            "acc": weights @ (predicted == target) / weights.sum(axis=1),
+            "auroc": _mean(auroc),
+            "recall": _mean(sens),
+            "specificity": _mean(spec),
+        }
+
+
+def _mean(per_class: list[np.ndarray]) -> np.ndarray:
+    stacked = np.stack(per_class)
+    counted = np.isfinite(stacked).sum(axis=0)
+    return np.where(counted > 0, np.nansum(stacked, axis=0) / np.maximum(counted, 1), np.nan)
+
+
+def confidence_intervals(
+    probs: np.ndarray,
+    target: np.ndarray,
+    threshold: float = 0.5,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals `{metric: (low, high)}` at confidence `level` for `METRICS`.
+
+    `probs` are P(positive) of shape (N,) for binary tasks or class probabilities (N, C); the same
+    `seed` gives the same intervals.
+    """
+    if not 0 < level < 1 or resamples < 1:
+        raise ConfigError(f"bootstrap intervals need 0 < level < 1 and resamples >= 1, got {level} and {resamples}")
+    probs, target = np.asarray(probs, dtype=np.float64), np.asarray(target)
+    n = len(target)
+    rng = np.random.default_rng(seed)
+    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    values: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+    for start in range(0, resamples, block):
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=min(block, resamples - start)).astype(np.float64)
+        for name, value in metric_values(probs, target, threshold, weights).items():
+            values[name].append(value)
+    tail = 100 * (1 - level) / 2
+    intervals = {}
+    for name in METRICS:
+        draws = np.concatenate(values[name])
+        draws = draws[np.isfinite(draws)]
+        low, high = np.percentile(draws, [tail, 100 - tail]) if len(draws) else (np.nan, np.nan)
+        intervals[name] = (float(low), float(high))
+    return intervals

@@ -1,0 +1,224 @@
+"""The evaluation report of a trained classifier on one split, shared by `medlit train` and `medlit eval`.
+
+A report is computed from the model's predictions on every example of the split, in one process: point
+metrics at the decision threshold, 95 % bootstrap intervals, a per-class classification report, the
+confusion matrix and ROC and precision-recall curves. It is written to a run directory (Markdown, CSV,
+PNG, a predictions table) and to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from pytorch_lightning.loggers import TensorBoardLogger
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    precision_score,
+)
+from torch import nn
+
+from medlit.evaluation import bootstrap, plots
+from medlit.evaluation.predictions import Predictions, predict, predicted_labels, prediction_rows
+
+log = logging.getLogger(__name__)
+
+# the splits a trained model is reported on and explained on
+SPLITS = ("test", "val")
+
+
+@dataclass
+class Report:
+    """Everything reported about one split; `flat()` is what metrics.json and TensorBoard receive."""
+
+    split: str
+    class_names: list[str]
+    threshold: float | None
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    level: float
+    per_class: list[dict]
+    confusion: np.ndarray
+    predictions: Predictions
+
+    def flat(self) -> dict[str, float]:
+        """`<split>/<metric>`, `<split>/<metric>_ci_low|_ci_high` and `<split>/threshold` (binary tasks)."""
+        values = {f"{self.split}/{name}": value for name, value in self.metrics.items()}
+        for name, (low, high) in self.intervals.items():
+            values[f"{self.split}/{name}_ci_low"], values[f"{self.split}/{name}_ci_high"] = low, high
+        if self.threshold is not None:
+            values[f"{self.split}/threshold"] = self.threshold
+        return values
+
+
+def build_report(
+    predictions: Predictions,
+    class_names: list[str],
+    split: str,
+    threshold: float | None = 0.5,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Report:
+    """Metrics, intervals, per-class table and confusion matrix of `predictions` at `threshold`.
+
+    Binary precision, recall (sensitivity), specificity and F1 are those of the positive class;
+    multi-class ones are macro averages, as in training. `threshold` is ignored for multi-class tasks.
+    """
+    probs, target = predictions.probs, predictions.target
+    binary = probs.ndim == 1
+    threshold = threshold if binary else None
+    cut = 0.5 if threshold is None else threshold
+    predicted = predicted_labels(probs, cut)
+    labels = list(range(len(class_names)))
+    core = {k: float(v[0]) for k, v in bootstrap.metric_values(probs, target, cut, np.ones((1, len(target)))).items()}
+    average = "binary" if binary else "macro"
+    metrics = {
+        "acc": core["acc"],
+        "precision": float(precision_score(target, predicted, average=average, labels=labels, zero_division=0)),
+        "recall": core["recall"],
+        "specificity": core["specificity"],
+        "f1": float(f1_score(target, predicted, average=average, labels=labels, zero_division=0)),
+        "auroc": core["auroc"],
+        "ap": _average_precision(probs, target, labels),
+        "loss": predictions.loss,
+    }
+    precision, recall, f1, support = precision_recall_fscore_support(target, predicted, labels=labels, zero_division=0)
+    per_class = [
+        {"class": str(name), "precision": p, "recall": r, "f1": f, "support": int(s)}
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
+    ]
+    for label, weights in (("macro avg", None), ("weighted avg", support)):
+        row = {"class": label, "support": int(support.sum())}
+        for key, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+            row[key] = float(np.average(values, weights=weights)) if support.sum() else 0.0
+        per_class.append(row)
+    intervals = bootstrap.confidence_intervals(probs, target, cut, resamples, level, seed)
+    return Report(
+        split=split,
+        class_names=[str(c) for c in class_names],
+        threshold=threshold,
+        metrics=metrics,
+        intervals=intervals,
+        level=level,
+        per_class=per_class,
+        confusion=confusion_matrix(target, predicted, labels=labels),
+        predictions=predictions,
+    )
+
+
+def _average_precision(probs: np.ndarray, target: np.ndarray, labels: list[int]) -> float:
+    """Area under the precision-recall curve (macro over classes for multi-class tasks)."""
+    if probs.ndim == 1:
+        return float(average_precision_score(target, probs)) if (target == 1).any() else math.nan
+    present = [c for c in labels if (target == c).any()]
+    return float(np.mean([average_precision_score(target == c, probs[:, c]) for c in present]))
+
+
+def evaluate(
+    model: nn.Module,
+    datamodule,
+    split: str,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Report:
+    """Predict every example of `split` of a set-up data module and report on it at the model's decision
+    threshold (`model` as `predict` takes it, with `class_names` and `decision_threshold`)."""
+    predictions = predict(model, datamodule.evaluation_dataloader(split))
+    threshold = float(model.decision_threshold) if model.binary else None
+    return build_report(predictions, list(model.class_names), split, threshold, resamples, level, seed)
+
+
+def figures(report: Report) -> dict[str, Figure]:
+    """The confusion matrix, ROC and precision-recall figures of a report, by name."""
+    probs, target, names = report.predictions.probs, report.predictions.target, report.class_names
+    split = {"val": "validation"}.get(report.split, report.split)
+    at = f" at threshold {report.threshold:.3f}" if report.threshold is not None else ""
+    roc_point = pr_point = prevalence = None
+    if report.threshold is not None:
+        m = report.metrics
+        roc_point = (1 - m["specificity"], m["recall"])
+        pr_point = (m["recall"], m["precision"])
+        prevalence = float((target == 1).mean())
+    return {
+        "confusion_matrix": plots.confusion_figure(report.confusion, names, f"{split} split{at}"),
+        "roc": plots.roc_figure(plots.roc_curves(probs, target, names), f"ROC, {split} split", roc_point),
+        "pr": plots.pr_figure(
+            plots.pr_curves(probs, target, names), f"Precision-recall, {split} split", prevalence, pr_point
+        ),
+    }
+
+
+def markdown(report: Report) -> str:
+    """The report as Markdown: metrics with intervals, the classification report, the confusion matrix."""
+    pct = f"{report.level:.0%}"
+    lines = [f"# Evaluation on the {report.split} split ({len(report.predictions.target)} examples)", ""]
+    if report.threshold is not None:
+        lines += [f"Decision threshold: P({report.class_names[1]}) >= {report.threshold:.4f}", ""]
+    lines += [f"| metric | value | {pct} bootstrap interval |", "| --- | --- | --- |"]
+    names = {"acc": "accuracy", "recall": "sensitivity (recall)", "ap": "average precision"}
+    for key, value in report.metrics.items():
+        interval = report.intervals.get(key)
+        shown = f"{interval[0]:.4f} – {interval[1]:.4f}" if interval else ""
+        lines.append(f"| {names.get(key, key)} | {value:.4f} | {shown} |")
+    lines += ["", "## Classification report", "", "| class | precision | recall | F1 | support |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for row in report.per_class:
+        scores = " | ".join(f"{row[key]:.4f}" for key in ("precision", "recall", "f1"))
+        lines.append(f"| {row['class']} | {scores} | {row['support']} |")
+    lines += ["", "## Confusion matrix (rows: true class, columns: predicted)", ""]
+    lines += ["| | " + " | ".join(report.class_names) + " |", "| --- " * (len(report.class_names) + 1) + "|"]
+    for name, row in zip(report.class_names, report.confusion, strict=True):
+        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Report, out_dir: Path, loggers: Iterable = (), step: int = 0) -> None:
+    """Write a report's files into `out_dir`, its scalars to every logger, its figures and text to TensorBoard.
+
+    Files: `report_<split>.md`, `classification_report_<split>.csv`, `predictions_<split>.csv` and
+    `figures/{confusion_matrix,roc,pr}_<split>.png`.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = report.split
+    (out_dir / f"report_{split}.md").write_text(markdown(report))
+    _write_csv(out_dir / f"classification_report_{split}.csv", report.per_class)
+    rows = prediction_rows(report.predictions, report.class_names, report.threshold)
+    _write_csv(out_dir / f"predictions_{split}.csv", rows)
+    tensorboards = [logger for logger in loggers if isinstance(logger, TensorBoardLogger)]
+    for name, fig in figures(report).items():
+        plots.save_figure(fig, out_dir / "figures" / f"{name}_{split}.png")
+        for logger in tensorboards:
+            logger.experiment.add_figure(f"{split}/{name}", fig, global_step=step)
+    for logger in loggers:
+        logger.log_metrics({k: v for k, v in report.flat().items() if math.isfinite(v)}, step=step)
+    for logger in tensorboards:
+        logger.experiment.add_text(f"{split}/report", markdown(report), global_step=step)
+        logger.experiment.flush()
+    log.info("Report on the %s split written to %s", split, out_dir / f"report_{split}.md")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_metrics(path: Path, results: dict[str, float | str]) -> None:
+    """metrics.json: sorted keys, NaN written as null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in sorted(results.items())}
+    path.write_text(json.dumps(clean, indent=2) + "\n")
+    log.info("Metrics written to %s", path)

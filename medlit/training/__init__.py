@@ -1,0 +1,1 @@
+"""Training: the `Classifier` LightningModule, its metrics and callbacks, checkpoints, and the run itself."""
