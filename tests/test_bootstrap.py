@@ -35,8 +35,11 @@ def test_point_values_match_the_definitions():
 def test_a_perfect_classifier_has_degenerate_intervals_at_one():
     target = np.repeat([0, 1], 50)
     probs = np.where(target == 1, 0.9, 0.1)
-    for low, high in confidence_intervals(probs, target, resamples=300).values():
-        assert low == high == 1.0
+    intervals = confidence_intervals(probs, target, resamples=300)
+    for name in ("acc", "auroc", "recall", "specificity"):
+        assert intervals[name] == (1.0, 1.0), name
+    # every probability is 0.1 away from an outcome it always predicts right: ECE 0.1, Brier 0.01 in every resample
+    assert intervals["ece"] == pytest.approx((0.1, 0.1)) and intervals["brier"] == pytest.approx((0.01, 0.01))
 
 
 def test_binary_rates_match_the_binomial_normal_approximation():

@@ -1,4 +1,4 @@
-"""Percentile bootstrap confidence intervals for accuracy, AUROC, sensitivity (recall) and specificity.
+"""Percentile bootstrap confidence intervals for accuracy, AUROC, sensitivity (recall), specificity and calibration.
 
 A test split of a few hundred X-rays gives metrics that move by several points from one sample of patients
 to the next; an interval says how far. Each bootstrap resample draws the test examples with replacement;
@@ -15,9 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from medlit.errors import ConfigError
+from medlit.evaluation.calibration import brier_score, expected_calibration_error
 from medlit.evaluation.predictions import predicted_labels
 
-METRICS = ("acc", "auroc", "recall", "specificity")  # recall is sensitivity
+METRICS = ("acc", "auroc", "recall", "specificity", "ece", "brier")  # recall is sensitivity
 _BLOCK_ELEMENTS = 4_000_000  # multiplicities held in memory at once (32 MB of float64)
 
 
@@ -41,7 +42,8 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
 
 
 def metric_values(probs: np.ndarray, target: np.ndarray, threshold: float, weights: np.ndarray) -> dict:
-    """Accuracy, AUROC, recall (sensitivity) and specificity for each row of example weights (B, N)."""
+    """Accuracy, AUROC, recall (sensitivity), specificity, expected calibration error and Brier score for each
+    row of example weights (B, N)."""
     target = np.asarray(target)
     predicted = predicted_labels(probs, threshold)
     classes = [1] if probs.ndim == 1 else range(probs.shape[1])
@@ -57,6 +59,8 @@ def metric_values(probs: np.ndarray, target: np.ndarray, threshold: float, weigh
             "auroc": _mean(auroc),
             "recall": _mean(sens),
             "specificity": _mean(spec),
+            "ece": expected_calibration_error(probs, target, weights=weights),
+            "brier": brier_score(probs, target, weights=weights),
         }
 
 

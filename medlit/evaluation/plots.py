@@ -102,6 +102,28 @@ def pr_figure(
     return fig
 
 
+def reliability_figure(bins, title: str, judged: str) -> Figure:
+    """A reliability diagram: each bin's observed frequency against its mean probability (the diagonal is
+    perfect calibration), with the examples per bin below."""
+    fig = Figure(figsize=(5.5, 6))
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    filled = bins.count > 0
+    top.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    top.plot(bins.confidence[filled], bins.frequency[filled], "o-", lw=1.8, label="this model")
+    top.set_ylabel("observed frequency" if judged.startswith("P(") else "accuracy")
+    top.set_xlim(-0.01, 1.01)
+    top.set_ylim(-0.01, 1.01)
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", fontsize=8)
+    edges = np.linspace(0, 1, len(bins.count) + 1)
+    bottom.bar(edges[:-1], bins.count, width=np.diff(edges), align="edge", color="tab:blue", alpha=0.6)
+    bottom.set_xlabel(judged)
+    bottom.set_ylabel("examples")
+    fig.tight_layout()
+    return fig
+
+
 def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """Counts with each row's share of its true class; rows are true classes, columns predictions."""
     n = len(class_names)

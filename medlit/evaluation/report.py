@@ -29,6 +29,7 @@ from sklearn.metrics import (
 from torch import nn
 
 from medlit.evaluation import bootstrap, plots
+from medlit.evaluation.calibration import reliability
 from medlit.evaluation.predictions import Predictions, predict, predicted_labels, prediction_rows
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ def build_report(
         "auroc": core["auroc"],
         "ap": _average_precision(probs, target, labels),
         "loss": predictions.loss,
+        "ece": core["ece"],
+        "brier": core["brier"],
     }
     precision, recall, f1, support = precision_recall_fscore_support(target, predicted, labels=labels, zero_division=0)
     per_class = [
@@ -141,7 +144,7 @@ def evaluate(
 
 
 def figures(report: Report) -> dict[str, Figure]:
-    """The confusion matrix, ROC and precision-recall figures of a report, by name."""
+    """The confusion matrix, ROC, precision-recall and reliability figures of a report, by name."""
     probs, target, names = report.predictions.probs, report.predictions.target, report.class_names
     split = {"val": "validation"}.get(report.split, report.split)
     at = f" at threshold {report.threshold:.3f}" if report.threshold is not None else ""
@@ -157,6 +160,10 @@ def figures(report: Report) -> dict[str, Figure]:
         "pr": plots.pr_figure(
             plots.pr_curves(probs, target, names), f"Precision-recall, {split} split", prevalence, pr_point
         ),
+        "reliability": plots.reliability_figure(
+            reliability(probs, target), f"Reliability, {split} split (ECE {report.metrics['ece']:.3f})",
+            f"P({names[1]})" if probs.ndim == 1 else "confidence (top class)",
+        ),
     }
 
 
@@ -167,7 +174,14 @@ def markdown(report: Report) -> str:
     if report.threshold is not None:
         lines += [f"Decision threshold: P({report.class_names[1]}) >= {report.threshold:.4f}", ""]
     lines += [f"| metric | value | {pct} bootstrap interval |", "| --- | --- | --- |"]
-    names = {"acc": "accuracy", "recall": "sensitivity (recall)", "ap": "average precision"}
+    names = {
+        "acc": "accuracy",
+        "recall": "sensitivity (recall)",
+        "ap": "average precision",
+        "loss": "log loss",
+        "ece": "expected calibration error",
+        "brier": "Brier score",
+    }
     for key, value in report.metrics.items():
         interval = report.intervals.get(key)
         shown = f"{interval[0]:.4f} – {interval[1]:.4f}" if interval else ""
@@ -184,14 +198,18 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: Report, out_dir: Path, loggers: Iterable = (), step: int = 0) -> None:
+def write_report(
+    report: Report, out_dir: Path, loggers: Iterable = (), step: int = 0, tag: str | None = None
+) -> None:
     """Write a report's files into `out_dir`, its scalars to every logger, its figures and text to TensorBoard.
 
     Files: `report_<split>.md`, `classification_report_<split>.csv`, `predictions_<split>.csv` and
-    `figures/{confusion_matrix,roc,pr}_<split>.png`.
+    `figures/{confusion_matrix,roc,pr,reliability}_<split>.png`. Logged under `<tag>/...` (default: the split's
+    name; a training run's final validation report goes under `val_selected/`, apart from the epochs' `val/`).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     split = report.split
+    tag = tag or split
     (out_dir / f"report_{split}.md").write_text(markdown(report))
     _write_csv(out_dir / f"classification_report_{split}.csv", report.per_class)
     rows = prediction_rows(report.predictions, report.class_names, report.threshold)
@@ -200,11 +218,12 @@ def write_report(report: Report, out_dir: Path, loggers: Iterable = (), step: in
     for name, fig in figures(report).items():
         plots.save_figure(fig, out_dir / "figures" / f"{name}_{split}.png")
         for logger in tensorboards:
-            logger.experiment.add_figure(f"{split}/{name}", fig, global_step=step)
+            logger.experiment.add_figure(f"{tag}/{name}", fig, global_step=step)
+    scalars = {tag + k.removeprefix(split): v for k, v in report.flat().items() if math.isfinite(v)}
     for logger in loggers:
-        logger.log_metrics({k: v for k, v in report.flat().items() if math.isfinite(v)}, step=step)
+        logger.log_metrics(scalars, step=step)
     for logger in tensorboards:
-        logger.experiment.add_text(f"{split}/report", markdown(report), global_step=step)
+        logger.experiment.add_text(f"{tag}/report", markdown(report), global_step=step)
         logger.experiment.flush()
     log.info("Report on the %s split written to %s", split, out_dir / f"report_{split}.md")
 

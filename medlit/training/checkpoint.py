@@ -65,14 +65,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         raise MedlitError(f"{path} is not a readable checkpoint ({err})") from None
 
 
-def write_threshold(path: str | os.PathLike, threshold: float) -> None:
-    """Store a decision threshold in a checkpoint (the Classifier's `decision_threshold` buffer), atomically.
+def write_decision_rule(path: str | os.PathLike, threshold: float, temperature: float = 1.0) -> None:
+    """Store how a trained Classifier turns logits into decisions in its checkpoint, atomically: the decision
+    threshold and the temperature chosen on validation (its `decision_threshold` and `temperature` buffers).
 
     The checkpoint stays loadable with `weights_only=True`, and a process killed during the write leaves
     the checkpoint as it was.
     """
     checkpoint = load_checkpoint(path)
     checkpoint["state_dict"]["decision_threshold"] = torch.tensor(float(threshold))
+    checkpoint["state_dict"]["temperature"] = torch.tensor(float(temperature))
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 

@@ -38,9 +38,11 @@ class Classifier(pl.LightningModule):
     Binary tasks use one logit with BCE-with-logits, multi-class tasks cross-entropy. A binary model calls
     an example positive when P(positive) >= `decision_threshold`, a buffer (0.5 until a threshold is chosen
     on validation and written into the selected checkpoint), so a loaded checkpoint predicts with the
-    threshold it was evaluated with. `optimizer` and `scheduler` are factories (Hydra partials) called in
-    `configure_optimizers`. `run_config` is the run's resolved configuration, kept in the checkpoint so
-    evaluation can rebuild the run.
+    threshold it was evaluated with. Probabilities are those of the logits divided by `temperature`, a buffer
+    (1 until temperature scaling fits it on validation after training; see `medlit.evaluation.calibration`),
+    so every consumer of a checkpoint reads calibrated probabilities. `optimizer` and `scheduler` are
+    factories (Hydra partials) called in `configure_optimizers`. `run_config` is the run's resolved
+    configuration, kept in the checkpoint so evaluation can rebuild the run.
 
     `channels_last=True` keeps the network's weights and 4-D inputs in channels-last (NHWC) memory
     order, which oneDNN and cuDNN convolutions run faster; results are the same up to rounding.
@@ -81,7 +83,8 @@ class Classifier(pl.LightningModule):
         self.register_buffer("input_std", torch.tensor(std or [0.5]).view(1, -1, 1, 1))
         self.register_buffer("loss_weights", torch.ones(num_logits(num_classes)))
         self.register_buffer("decision_threshold", torch.tensor(0.5))
-        self.register_load_state_dict_pre_hook(_default_threshold)
+        self.register_buffer("temperature", torch.tensor(1.0))
+        self.register_load_state_dict_pre_hook(_default_buffers)
 
         collection = metrics.classification_metrics(num_classes)
         self.train_metrics = collection.clone(prefix="train/")
@@ -130,8 +133,9 @@ class Classifier(pl.LightningModule):
         return self.net(self.preprocess(x))
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """P(positive class) of shape (B,) for binary tasks; class probabilities (B, C) otherwise."""
-        logits = logits.float()
+        """P(positive class) of shape (B,) for binary tasks; class probabilities (B, C) otherwise; both of the
+        logits divided by the temperature."""
+        logits = logits.float() / self.temperature
         return torch.sigmoid(logits.squeeze(1)) if self.binary else logits.softmax(dim=1)
 
     def class_probabilities(self, x: Tensor) -> Tensor:
@@ -250,6 +254,7 @@ class Classifier(pl.LightningModule):
                     logger.experiment.add_figure(tag, fig, global_step=self.global_step)
 
 
-def _default_threshold(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Checkpoints written before decision thresholds were stored predict at 0.5."""
+def _default_buffers(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before decision thresholds and temperatures were stored predict at 0.5, with T = 1."""
     state_dict.setdefault(prefix + "decision_threshold", torch.tensor(0.5))
+    state_dict.setdefault(prefix + "temperature", torch.tensor(1.0))

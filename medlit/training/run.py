@@ -12,10 +12,11 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
+from medlit.evaluation.calibration import calibrate
 from medlit.evaluation.report import evaluate, write_metrics, write_report
 from medlit.evaluation.threshold import select_threshold
 from medlit.training import preflight
-from medlit.training.checkpoint import load_checkpoint, restore, write_threshold
+from medlit.training.checkpoint import load_checkpoint, restore, write_decision_rule
 from medlit.training.classifier import Classifier
 from medlit.training.hardware import keep_freed_memory
 from medlit.training.resume import resume_config
@@ -102,8 +103,8 @@ def train(cfg: DictConfig) -> float | None:
 
     if cfg.get("test", True) and trainer.is_global_zero:
         results = _report_on_test(cfg, trainer, model, datamodule)
-        if best_score is not None:
-            results[cfg.monitor.metric] = best_score
+        if best_score is not None:  # the validation report of the selected checkpoint holds most monitors already
+            results.setdefault(cfg.monitor.metric, best_score)
         write_metrics(output_dir / "metrics.json", results)
         _log_hparams(trainer, cfg, results)
     close_loggers(trainer.loggers)
@@ -113,7 +114,8 @@ def train(cfg: DictConfig) -> float | None:
 def _report_on_test(
     cfg: DictConfig, trainer: pl.Trainer, model: Classifier, datamodule: pl.LightningDataModule
 ) -> dict[str, float]:
-    """Load the selected checkpoint, choose its threshold on validation (after training), report on test.
+    """Load the selected checkpoint, fit its temperature and choose its threshold on validation (after
+    training), report on validation and, once, on test.
 
     Runs on rank zero alone, over every validation and test example, so a DDP run reports what one
     process would.
@@ -125,13 +127,18 @@ def _report_on_test(
     if ckpt_path:
         restore(model, datamodule, load_checkpoint(ckpt_path))
     model.to(trainer.strategy.root_device)
-    if cfg.get("train", True) and model.binary:
-        threshold = select_threshold(model, datamodule, cfg.get("threshold", 0.5))
+    if cfg.get("train", True):
+        temperature = calibrate(model, datamodule) if cfg.get("calibrate", True) else 1.0
+        threshold = select_threshold(model, datamodule, cfg.get("threshold", 0.5)) if model.binary else 0.5
         if ckpt_path:
-            write_threshold(ckpt_path, threshold)
-    report = evaluate(model, datamodule, "test", **cfg.get("bootstrap", {}))
-    write_report(report, Path(cfg.paths.output_dir), trainer.loggers, step=trainer.global_step)
-    return report.flat()
+            write_decision_rule(ckpt_path, threshold, temperature)
+    results = {}
+    for split in ("val", "test"):
+        report = evaluate(model, datamodule, split, **cfg.get("bootstrap", {}))
+        tag = "val_selected" if split == "val" else split  # apart from the epochs' val/ curves
+        write_report(report, Path(cfg.paths.output_dir), trainer.loggers, step=trainer.global_step, tag=tag)
+        results.update(report.flat())
+    return results
 
 
 def _choice(cfg: DictConfig, group: str) -> str:
