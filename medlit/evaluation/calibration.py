@@ -71,9 +71,7 @@ def expected_calibration_error(
     return float(ece[0]) if single else ece
 
 
-def brier_score(
-    probs: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None
-) -> np.ndarray | float:
+def brier_score(probs: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | float:
     """Mean squared difference between the probabilities and the outcome: (P(positive) - y)^2 for binary
     tasks, the sum over classes of (p_c - [y = c])^2 for multi-class tasks."""
     probs, target = np.asarray(probs, dtype=np.float64), np.asarray(target)

@@ -161,7 +161,8 @@ def figures(report: Report) -> dict[str, Figure]:
             plots.pr_curves(probs, target, names), f"Precision-recall, {split} split", prevalence, pr_point
         ),
         "reliability": plots.reliability_figure(
-            reliability(probs, target), f"Reliability, {split} split (ECE {report.metrics['ece']:.3f})",
+            reliability(probs, target),
+            f"Reliability, {split} split (ECE {report.metrics['ece']:.3f})",
             f"P({names[1]})" if probs.ndim == 1 else "confidence (top class)",
         ),
     }
@@ -198,9 +199,7 @@ def markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(
-    report: Report, out_dir: Path, loggers: Iterable = (), step: int = 0, tag: str | None = None
-) -> None:
+def write_report(report: Report, out_dir: Path, loggers: Iterable = (), step: int = 0, tag: str | None = None) -> None:
     """Write a report's files into `out_dir`, its scalars to every logger, its figures and text to TensorBoard.
 
     Files: `report_<split>.md`, `classification_report_<split>.csv`, `predictions_<split>.csv` and
