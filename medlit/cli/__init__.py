@@ -15,6 +15,7 @@ COMMANDS = {
     "eval": "evaluate a checkpoint on its test or validation split",
     "explain": "Grad-CAM, LIME, activations or Integrated Gradients for a checkpoint's decisions",
     "predict": "a checkpoint's predictions on new images (JPEG, PNG, DICOM) or reviews",
+    "ensemble": "several checkpoints combined into one, its threshold chosen on validation",
     "export": "a checkpoint as ONNX or TorchScript, checked against PyTorch",
     "serve": "a web app for live predictions with their evidence",
     "compare": "finished runs side by side: settings, test metrics, ROC curves",

@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from medlit.cli.runner import CONFIG_PATH, launch, run_task
+from medlit.deploy.ensemble import with_views
 from medlit.deploy.rebuild import rebuild
 from medlit.errors import ConfigError
 from medlit.evaluation.report import SPLITS, evaluate, write_metrics, write_report
@@ -28,7 +29,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> float:
     if cfg.threshold is not None:
         check_rule(cfg.threshold)
     run = rebuild(cfg)
-    model, datamodule = run.model, run.datamodule
+    model, datamodule = with_views(run.model, cfg.get("tta")), run.datamodule
     model.to(resolve_device(cfg.device))
     if cfg.threshold is not None:
         check_threshold(cfg.threshold, model, run.cfg.data.get("flag", type(datamodule).__name__))

@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from medlit.cli.runner import CONFIG_PATH, launch, run_task
-from medlit.errors import require_extra
+from medlit.errors import ConfigError, require_extra
 
 
 def explain(cfg: DictConfig) -> None:
@@ -22,10 +22,13 @@ def explain(cfg: DictConfig) -> None:
     require_extra("explain", "captum", "skimage")
     from medlit.deploy.rebuild import rebuild
     from medlit.interpret.explain import explain_examples, write_explanations
+    from medlit.training.classifier import Classifier
     from medlit.training.hardware import resolve_device
     from medlit.training.run import instantiate_all
 
     run = rebuild(cfg)
+    if not isinstance(run.model, Classifier):
+        raise ConfigError(f"{cfg.ckpt_path} is an ensemble: explain one of its members' checkpoints")
     run.model.to(resolve_device(cfg.device))
     result = explain_examples(
         run.model,

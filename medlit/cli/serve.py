@@ -30,7 +30,7 @@ def serve(cfg: DictConfig) -> None:
     from medlit.deploy.serve import Explainer, create_app
     from medlit.training.hardware import resolve_device
 
-    predictor = Predictor(rebuild_classifier(cfg))
+    predictor = Predictor(rebuild_classifier(cfg), cfg.get("tta"))
     predictor.model.to(resolve_device(cfg.device))
     explainer = Explainer(predictor, cfg.integrated_gradients.steps)
     app = create_app(explainer, cfg.max_upload_mb, title=f"medlit: {Path(cfg.ckpt_path).name}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from medlit.deploy.ensemble import Ensemble
 from medlit.deploy.predictor import Predictor, list_inputs
 from medlit.errors import ConfigError, MedlitError, UnreadableInput
 from medlit.training.classifier import Classifier
@@ -35,10 +36,11 @@ INPUT, OUTPUT = "image", "probabilities"
 class ExportedClassifier(nn.Module):
     """uint8 images (N, C, H, W) -> class probabilities (N, C) (binary: P(negative), P(positive)).
 
-    The Classifier's own preprocessing (scaling and normalisation with its stored statistics) runs inside.
+    The Classifier's own preprocessing (scaling and normalisation with its stored statistics) runs inside; an
+    ensemble exports as one graph, its members and test-time views included.
     """
 
-    def __init__(self, model: Classifier) -> None:
+    def __init__(self, model: Classifier | Ensemble) -> None:
         super().__init__()
         self.model = model
 
@@ -61,6 +63,8 @@ def metadata(predictor: Predictor) -> dict:
         ),
         "image_size": size,
         "in_channels": channels,
+        "members": len(predictor.model.members) if isinstance(predictor.model, Ensemble) else 1,
+        "views": list(predictor.model.views) if isinstance(predictor.model, Ensemble) else ["identity"],
     }
 
 
@@ -94,13 +98,16 @@ def export_torchscript(module: ExportedClassifier, example: Tensor, path: Path, 
     """A traced TorchScript module (batch size free: the network has no batch-dependent branches)."""
     module.requires_grad_(False)  # outputs that need no backward pass, as the ONNX graph's
     # what LightningModule.to_torchscript does: the tracer reads every attribute, and `trainer` raises when unset
-    module.model._jit_is_scripting = True
+    classifiers = [m for m in module.modules() if isinstance(m, Classifier)]
+    for classifier in classifiers:
+        classifier._jit_is_scripting = True
     try:
         with _torchscript():
             traced = torch.jit.trace(module, example)
             torch.jit.save(traced, str(path), _extra_files={"metadata.json": json.dumps(info)})
     finally:
-        module.model._jit_is_scripting = False
+        for classifier in classifiers:
+            classifier._jit_is_scripting = False
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from medlit.data.decode import Source, decode_file
+from medlit.deploy.ensemble import with_views
 from medlit.deploy.rebuild import RestoredRun, rebuild_classifier
 from medlit.errors import ConfigError, UnreadableInput
 
@@ -37,12 +38,15 @@ class Prediction:
 
 
 class Predictor:
-    """A checkpoint's classifier with the input preparation and decision rule it was trained with."""
+    """A checkpoint's classifier (or ensemble) with the input preparation and decision rule it was trained with;
+    with `tta`, its probabilities are averaged over those views of each image (see `medlit.deploy.ensemble`)."""
 
-    def __init__(self, run: RestoredRun) -> None:
-        self.run, self.model = run, run.model
+    def __init__(self, run: RestoredRun, tta: Sequence[str] | None = None) -> None:
+        self.run, self.model = run, with_views(run.model, tta)
         self.class_names = [str(name) for name in self.model.class_names]
         self.tokenizer = _stored_tokenizer(run)
+        if tta and self.tokenizer is not None:
+            raise ConfigError(f"tta={list(tta)}: test-time augmentation applies to images; this is a text model")
         datamodule = run.datamodule
         if self.tokenizer is None:
             self.image_size = int(datamodule.image_size)

@@ -17,9 +17,11 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
+from medlit.deploy.ensemble import ENSEMBLE_KEY, Ensemble
 from medlit.errors import MedlitError
-from medlit.training.checkpoint import current_targets, load_checkpoint, restore
+from medlit.training.checkpoint import current_targets, load_checkpoint, restore_data_state
 from medlit.training.classifier import Classifier
 from medlit.training.run import build_classifier
 
@@ -32,7 +34,7 @@ class RestoredRun:
     """A run rebuilt from a checkpoint: its configuration, model (weights loaded), data module, checkpoint."""
 
     cfg: DictConfig
-    model: Classifier
+    model: Classifier | Ensemble
     datamodule: pl.LightningDataModule
     checkpoint: dict[str, Any]
 
@@ -40,15 +42,17 @@ class RestoredRun:
 def rebuild(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
     """The run behind `cfg.ckpt_path`: its stored data, model and classifier settings, except the keys
     `named` (default: those this command line sets), which keep their values in `cfg`; its data module set
-    up and its weights loaded (on the CPU, in evaluation mode). Pretrained weights are not fetched."""
+    up and its weights loaded (on the CPU, in evaluation mode). Pretrained weights are not fetched.
+
+    An ensemble checkpoint (`medlit ensemble`) gives an `Ensemble` of its members, with the data of its first."""
+    named = _named(named)
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named)))
+    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), named))
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
-    model = build_classifier(cfg, datamodule.num_classes, datamodule.class_names, _saved_config(checkpoint))
-    restore(model, datamodule, checkpoint)
-    model.eval()
+    restore_data_state(datamodule, checkpoint)
+    model = _restored_model(cfg, checkpoint, named)
     return RestoredRun(cfg, model, datamodule, checkpoint)
 
 
@@ -60,16 +64,47 @@ def rebuild_classifier(cfg: DictConfig, named: Sequence[str] | None = None) -> R
 
     Pretrained weights are not fetched: the checkpoint holds every weight.
     """
+    named = _named(named)
     checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), _named(named)))
+    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), named))
+    return RestoredRun(cfg, _restored_model(cfg, checkpoint, named), instantiate(cfg.data), checkpoint)
+
+
+def _restored_model(cfg: DictConfig, checkpoint: dict[str, Any], named: Sequence[str]) -> nn.Module:
+    """The checkpoint's Classifier, or the Ensemble of its members' Classifiers, weights loaded, on the CPU,
+    in evaluation mode."""
+    if ENSEMBLE_KEY not in checkpoint:
+        return _classifier(cfg, checkpoint).eval()
+    members = []
+    for index, member in enumerate(checkpoint["members"]):
+        member_cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(member, f"member {index}"), named))
+        check_same_inputs(cfg, member_cfg, index)
+        members.append(_classifier(member_cfg, member))
+    spec = checkpoint[ENSEMBLE_KEY]
+    threshold = float(checkpoint["state_dict"]["decision_threshold"])
+    return Ensemble(members, spec["views"], spec["weights"], threshold).eval()
+
+
+def _classifier(cfg: DictConfig, checkpoint: dict[str, Any]) -> Classifier:
     hparams = checkpoint["hyper_parameters"]
     num_classes = hparams["num_classes"]
-    model = build_classifier(
-        cfg, num_classes, hparams.get("class_names") or range(num_classes), _saved_config(checkpoint)
-    )
+    names = hparams.get("class_names") or range(num_classes)
+    model = build_classifier(cfg, num_classes, names, _saved_config(checkpoint))
     model.load_state_dict(checkpoint["state_dict"])
-    model.eval()
-    return RestoredRun(cfg, model, instantiate(cfg.data), checkpoint)
+    return model
+
+
+# what says how a member's inputs are prepared: members of an ensemble must agree on it
+INPUT_KEYS = ("_target_", "image_size", "size", "in_channels", "flag", "vocab_size", "max_len", "truncation_side")
+
+
+def check_same_inputs(cfg: DictConfig, member: DictConfig, index: int) -> None:
+    for key in INPUT_KEYS:
+        if cfg.data.get(key) != member.data.get(key):
+            raise MedlitError(
+                f"ensemble member {index} was trained on data.{key}={member.data.get(key)}, the first member on "
+                f"{cfg.data.get(key)}: an ensemble's members must take the same inputs"
+            )
 
 
 def load_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> RestoredRun:

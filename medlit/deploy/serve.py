@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medlit.deploy.ensemble import Ensemble
 from medlit.deploy.predictor import Predictor
 from medlit.errors import UnreadableInput
 from medlit.interpret import attribution
@@ -42,13 +43,18 @@ class Explainer:
     def __init__(self, predictor: Predictor, ig_steps: int = 50) -> None:
         self.predictor, self.ig_steps = predictor, ig_steps
         self.lock = threading.Lock()
+        # an ensemble's evidence is its members' evidence, weighted as their probabilities are
         model = predictor.model
+        members = [(1.0, model)]
+        if isinstance(model, Ensemble):
+            members = list(zip(model.weights.tolist(), model.members, strict=True))
         if predictor.is_text:
-            self.layer = attribution.find_embedding(model)
+            self.explained = [(w, m, attribution.find_embedding(m)) for w, m in members]
         else:
             size = predictor.image_size
             example = torch.zeros(1, predictor.in_channels, size, size, dtype=torch.uint8, device=model.device)
-            self.layer = attribution.find_cam_layer(model, example)
+            self.explained = [(w, m, attribution.find_cam_layer(m, example)) for w, m in members]
+        self.layer = ", ".join(dict.fromkeys(layer for _, _, layer in self.explained))
 
     def image(self, data: bytes, name: str) -> dict:
         """Probabilities, predicted class and Grad-CAM overlay (a PNG data URL) of an uploaded image."""
@@ -58,7 +64,8 @@ class Explainer:
             probs = predictor.probabilities(image)
             label = predictor.labels(probs)[0]
             target = torch.tensor([predictor.class_names.index(label)], device=image.device)
-            heat = attribution.grad_cam(predictor.model, image, target, self.layer)[0].cpu().numpy()
+            heat = sum(w * attribution.grad_cam(m, image, target, layer)[0] for w, m, layer in self.explained)
+            heat = heat.cpu().numpy()
         return {
             **self._result(probs[0].tolist(), label),
             "overlay": png_data_url(overlay(image[0, 0].cpu().numpy(), heat)),
@@ -76,9 +83,10 @@ class Explainer:
             probs = predictor.probabilities(ids)
             label = predictor.labels(probs)[0]
             target = torch.tensor([predictor.class_names.index(label)], device=ids.device)
-            scores, delta = attribution.integrated_gradients(
-                predictor.model, ids, target, self.layer, pad_id, unknown_id, self.ig_steps
-            )
+            scores, delta = 0, 0
+            for w, member, layer in self.explained:
+                s, d = attribution.integrated_gradients(member, ids, target, layer, pad_id, unknown_id, self.ig_steps)
+                scores, delta = scores + w * s, delta + w * d
         row = ids[0].cpu()
         keep = row != pad_id
         words = [tokenizer.id_to_token(int(i)) for i in row[keep]]

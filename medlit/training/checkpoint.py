@@ -82,6 +82,11 @@ def restore(model: nn.Module, datamodule: object, checkpoint: dict[str, Any]) ->
     """Load a checkpoint's weights (and decision threshold) into `model`, and the data module's saved state
     (e.g. a text vocabulary) into `datamodule`, as Lightning does when it tests a checkpoint."""
     model.load_state_dict(checkpoint["state_dict"])
+    restore_data_state(datamodule, checkpoint)
+
+
+def restore_data_state(datamodule: object, checkpoint: dict[str, Any]) -> None:
+    """Load the data module's saved state (e.g. a text vocabulary) from a checkpoint, if it has any."""
     state = checkpoint.get(type(datamodule).__qualname__)
     if state:
         datamodule.load_state_dict(state)
