@@ -5,11 +5,14 @@ milliseconds per image, as much as training on it. `RandomAffineBatch` draws eac
 where the example is loaded (cheap, and seeded per example, see `ImageTensorDataset`) and warps the batch
 in one `grid_sample` on the device the batch was moved to. Its draws and geometry follow torchvision's
 `RandomAffine` (nearest-neighbour sampling, black fill, whole-pixel shifts, shear along x),
-`RandomHorizontalFlip` and `ColorJitter(contrast=...)`, applied in that order.
+`RandomHorizontalFlip` and `ColorJitter(contrast=...)`, applied in that order. Then come the intensity changes
+of another X-ray machine or exposure, each off unless set: brightness (a shift of every pixel), gamma (a
+power of the [0, 1] intensities), Gaussian blur and Gaussian noise, each drawn per image.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -17,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # one row per image: angle (degrees), shift x, shift y (fractions of the side), scale, shear x (degrees),
-# flip (0/1), contrast factor
-NUM_PARAMS = 7
+# flip (0/1), contrast factor, brightness shift (fraction of 255), gamma, blur sigma (pixels), noise standard
+# deviation (fraction of 255), noise seed (in [0, 1))
+NUM_PARAMS = 12
+_BLUR_RADIUS = 2  # a 5 x 5 kernel: sigmas up to about 1.5 pixels
 
 
 class RandomAffineBatch:
@@ -36,14 +41,22 @@ class RandomAffineBatch:
         shear: float = 0.0,
         flip: float = 0.5,
         contrast: float = 0.0,
+        brightness: float = 0.0,
+        gamma: float = 1.0,
+        blur: float = 0.0,
+        noise: float = 0.0,
     ) -> None:
+        if gamma < 1 or min(contrast, brightness, blur, noise) < 0:
+            raise ValueError("gamma must be >= 1 (a range [1/gamma, gamma]); contrast, brightness, blur, noise >= 0")
         self.degrees, self.translate, self.scale = float(degrees), tuple(translate), tuple(scale)
         self.shear, self.flip, self.contrast = float(shear), float(flip), float(contrast)
+        self.brightness, self.gamma, self.blur, self.noise = float(brightness), float(gamma), float(blur), float(noise)
 
     def __repr__(self) -> str:
         return (
             f"RandomAffineBatch(degrees={self.degrees}, translate={self.translate}, scale={self.scale}, "
-            f"shear={self.shear}, flip={self.flip}, contrast={self.contrast})"
+            f"shear={self.shear}, flip={self.flip}, contrast={self.contrast}, brightness={self.brightness}, "
+            f"gamma={self.gamma}, blur={self.blur}, noise={self.noise})"
         )
 
     def sample(self, generator: torch.Generator) -> Tensor:
@@ -59,6 +72,11 @@ class RandomAffineBatch:
                 (2 * u[4] - 1) * self.shear,
                 float(u[5] < self.flip),
                 1 + (2 * u[6] - 1) * self.contrast,
+                (2 * u[7] - 1) * self.brightness,
+                math.exp((2 * u[8] - 1) * math.log(self.gamma)),
+                u[9] * self.blur,
+                u[10] * self.noise,
+                u[11],
             ],
             dtype=torch.float32,
         )
@@ -74,7 +92,36 @@ class RandomAffineBatch:
             factor = params[:, 6].view(-1, 1, 1, 1)
             mean = warped.view(batch, -1).mean(dim=1).view(-1, 1, 1, 1)
             warped = torch.addcmul(mean * (1 - factor), warped, factor)
+        if self.brightness or self.gamma != 1 or self.blur or self.noise:
+            warped = self._intensity(warped.clamp_(0, 255), params)
         return warped.clamp_(0, 255).round_().to(torch.uint8)
+
+    def _intensity(self, images: Tensor, params: Tensor) -> Tensor:
+        """Brightness, gamma, blur and noise of float images in [0, 255], each image with its own parameters."""
+        per_image = params.view(len(params), -1, 1, 1, 1)[:, :, 0]  # (B, NUM_PARAMS, 1, 1)
+        if self.brightness:
+            images = (images + 255 * per_image[:, 7:8]).clamp_(0, 255)
+        if self.gamma != 1:
+            images = 255 * (images / 255).pow(per_image[:, 8:9])
+        if self.blur:
+            images = _gaussian_blur(images, params[:, 9])
+        if self.noise:
+            generator = torch.Generator(images.device).manual_seed(int(params[:, 11].sum().item() * 2**31))
+            noise = torch.randn(images.shape, generator=generator, device=images.device)
+            images = images + 255 * per_image[:, 10:11] * noise
+        return images
+
+
+def _gaussian_blur(images: Tensor, sigma: Tensor) -> Tensor:
+    """Each image blurred by a 5 x 5 Gaussian of its own `sigma` (0: unchanged), as one grouped convolution."""
+    batch, channels, height, width = images.shape
+    offsets = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, device=images.device, dtype=images.dtype)
+    weights = torch.exp(-(offsets**2) / (2 * sigma.clamp(min=1e-3).view(-1, 1) ** 2))
+    weights = (weights / weights.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # (B*C, 5)
+    flat = F.pad(images.reshape(1, batch * channels, height, width), [_BLUR_RADIUS] * 4, mode="replicate")
+    rows = F.conv2d(flat, weights.view(-1, 1, 1, 2 * _BLUR_RADIUS + 1), groups=batch * channels)
+    both = F.conv2d(rows, weights.view(-1, 1, 2 * _BLUR_RADIUS + 1, 1), groups=batch * channels)
+    return both.view(batch, channels, height, width)
 
 
 def _grid(theta: Tensor, height: int, width: int) -> Tensor:

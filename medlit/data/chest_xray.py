@@ -13,12 +13,12 @@ from medlit.data import image_folder
 from medlit.data.base import ClassificationDataModule, ImageTensorDataset
 from medlit.data.image_cache import DecodedImages, load_or_decode
 from medlit.data.image_folder import FolderSplit
-from medlit.data.splits import cross_validation_fold, grouped_split, patient_id
+from medlit.data.splits import cross_validation_fold, earliest_split, grouped_split, patient_id
 from medlit.errors import DataError
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("official", "split")
+STRATEGIES = ("official", "split", "earliest")
 SAMPLERS = (None, "weighted")
 ON_BAD_FILE = ("skip", "fail")
 _SHOWN_BAD = 5
@@ -34,7 +34,9 @@ class ChestXrayDataModule(ClassificationDataModule):
 
     Validation and test come from their folders (`official`) or are carved out of train (`split`),
     patient by patient and class by class, so no patient is on both sides. The official validation
-    folder holds 16 images, hence `val_strategy="split"` by default. A split that is needed but missing
+    folder holds 16 images, hence `val_strategy="split"` by default. `earliest` carves the patients with the
+    lowest numbers of each naming scheme instead (see `medlit.data.splits.earliest_split`): a validation
+    cohort apart in patient order from the training one. A split that is needed but missing
     is an error, never a silent substitute.
     """
 
@@ -203,6 +205,8 @@ class ChestXrayDataModule(ClassificationDataModule):
             patients = [patient_id(f) for f in train.files]
             if strategy == "folds":
                 keep, held = cross_validation_fold(train.labels, self.num_folds, self.fold, self.split_seed, patients)
+            elif strategy == "earliest":
+                keep, held = earliest_split(train.labels, patients, fraction)
             else:
                 keep, held = grouped_split(train.labels, patients, fraction, seed=self.split_seed)
             pools[split] = FolderSplit([train.files[i] for i in held], [train.labels[i] for i in held])

@@ -20,6 +20,7 @@ from medlit.errors import ConfigError
 # NORMAL2-IM-1427-0001 -> NORMAL2-IM-1427 (the last number counts the patient's images)
 _PERSON = re.compile(r"^(person\d+)_", re.IGNORECASE)
 _IMAGE_NUMBER = re.compile(r"^(.+)-\d+$")
+_SCHEME_NUMBER = re.compile(r"^(.*?)(\d+)$")
 
 
 def patient_id(filename: str) -> str:
@@ -53,6 +54,46 @@ def grouped_split(
     for label in sorted(by_class):
         names = sorted(by_class[label])
         rng.shuffle(names)
+        target = max(1, round(fraction * sum(len(members[g]) for g in names)))
+        taken = 0
+        for group in names:
+            if taken >= target:
+                break
+            held += members[group]
+            taken += len(members[group])
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def patient_number(patient: str) -> tuple[str, int]:
+    """(naming scheme, number) of a patient id: person1 -> ("person", 1), NORMAL2-IM-1427 -> ("NORMAL2-IM-", 1427);
+    ids without a number sort after every numbered one of their scheme."""
+    match = _SCHEME_NUMBER.match(patient)
+    return (match.group(1), int(match.group(2))) if match else (patient, 1 << 62)
+
+
+def earliest_split(
+    labels: Sequence[int], groups: Sequence[str], fraction: float
+) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): about `fraction` of each class held out, the patients with the lowest numbers.
+
+    Within each class and naming scheme (Kermany's `IM-`, `NORMAL2-IM-`, `person`), patients are taken in
+    order of their number until the scheme's share is held out, so the held-out patients are the earliest
+    numbered of every scheme: a validation cohort apart from the training one in the order the data set
+    numbers its patients, as a test cohort of earlier (or later) patients would be.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    by_scheme: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for group, indices in members.items():
+        majority = Counter(labels[i] for i in indices).most_common(1)[0][0]
+        by_scheme[(majority, patient_number(group)[0])].append(group)
+    held: list[int] = []
+    for key in sorted(by_scheme):
+        names = sorted(by_scheme[key], key=patient_number)
         target = max(1, round(fraction * sum(len(members[g]) for g in names)))
         taken = 0
         for group in names:
