@@ -4,7 +4,7 @@
         data.test_strategy=split data.val_strategy=earliest" --variant "base=" --variant "128px=data.image_size=128"
 
 Each variant is `python train.py <base> <variant overrides>` in its own process, logging to
-`<out>/<name>/`; a variant whose metrics.json exists is not run again. The table (`<out>/study.md`) gives each
+`<out>/<name, letters and digits only>/`; a variant whose metrics.json exists is not run again. The table (`<out>/study.md`) gives each
 variant's validation figures of its selected checkpoint (AUROC, balanced accuracy, sensitivity and
 specificity at the threshold the run chose, expected calibration error, log loss) and its wall time; every
 figure comes from the validation split, which is what recipes are chosen on.
@@ -35,7 +35,7 @@ COLUMNS = (
 
 def run(name: str, overrides: list[str], out: Path) -> dict:
     """Train one variant (unless it finished before) and return its metrics with its wall time."""
-    folder = out / name
+    folder = out / "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
     metrics_file = folder / "metrics.json"
     if not metrics_file.is_file():
         folder.mkdir(parents=True, exist_ok=True)
