@@ -5,7 +5,7 @@
 
 Each variant is `python train.py <base> <variant overrides>` in its own process, logging to
 `<out>/<name, letters and digits only>/`; a variant whose metrics.json exists is not run again. The table (`<out>/study.md`) gives each
-variant's validation figures of its selected checkpoint (AUROC, balanced accuracy, sensitivity and
+variant's validation figures of its selected checkpoint (AUROC, accuracy, balanced accuracy, sensitivity and
 specificity at the threshold the run chose, expected calibration error, log loss) and its wall time; every
 figure comes from the validation split, which is what recipes are chosen on.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (
     ("val/auroc", "AUROC"),
+    ("val/acc", "accuracy"),
     ("balanced", "balanced accuracy"),
     ("val/recall", "sensitivity"),
     ("val/specificity", "specificity"),
