@@ -75,8 +75,11 @@ def write_zip_bomb(path: Path, size: int) -> Path:
 
 
 def write_dicom_bomb(path: Path, rows: int = 8000, columns: int = 8000) -> Path:
-    """A deflated DICOM file (Deflated Explicit VR Little Endian) of rows x columns 16-bit zero pixels."""
+    """A deflated DICOM file (Deflated Explicit VR Little Endian) of rows x columns 16-bit zero pixels: the data
+    set's elements, then the pixel data's header and zeros, deflated as one stream."""
     from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
     from pydicom.uid import DeflatedExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
@@ -84,13 +87,19 @@ def write_dicom_bomb(path: Path, rows: int = 8000, columns: int = 8000) -> Path:
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds = Dataset()
-    ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.Rows, ds.Columns = "DX", rows, columns
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelData = bytes(rows * columns * 2)
-    ds.save_as(path, enforce_file_format=True)
+    elements, head = DicomBytesIO(), DicomBytesIO()
+    elements.is_little_endian, elements.is_implicit_VR = True, False
+    write_dataset(elements, ds)
+    write_file_meta_info(head, meta, enforce_standard=True)
+    size = rows * columns * 2
+    pixel_header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, size)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = packer.compress(elements.getvalue() + pixel_header) + packer.flush(zlib.Z_FULL_FLUSH)
+    path.write_bytes(bytes(128) + b"DICM" + head.getvalue() + stream + deflated_zeros(size))
     return path
 
 

@@ -113,7 +113,8 @@ def _check_class_order(current: Sequence[str], stored: Sequence[str] | None, pat
     if sorted(str(c).casefold() for c in current) == sorted(str(c).casefold() for c in stored):
         raise MedlitError(
             f"{path} was trained with the classes {', '.join(map(str, stored))} in this order, but the data gives "
-            f"{', '.join(map(str, current))}: the labels would be swapped. Set data.positive_class={stored[-1]}"
+            f"{', '.join(map(str, current))}: the labels would be swapped (chest X-ray folders: set "
+            f"data.positive_class={stored[-1]})"
         )
 
 
