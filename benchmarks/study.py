@@ -4,10 +4,10 @@
         data.test_strategy=split data.val_strategy=earliest" --variant "base=" --variant "128px=data.image_size=128"
 
 Each variant is `python train.py <base> <variant overrides>` in its own process, logging to
-`<out>/<name, letters and digits only>/`; a variant whose metrics.json exists is not run again. The table (`<out>/study.md`) gives each
-variant's validation figures of its selected checkpoint (AUROC, accuracy, balanced accuracy, sensitivity and
-specificity at the threshold the run chose, expected calibration error, log loss) and its wall time; every
-figure comes from the validation split, which is what recipes are chosen on.
+`<out>/<name, letters and digits only>/`; a variant whose metrics.json exists is not run again. The table
+(`<out>/study.md`) gives each variant's validation figures of its selected checkpoint (AUROC, accuracy,
+balanced accuracy, sensitivity and specificity at the threshold the run chose, expected calibration error, log
+loss) and its wall time; every figure comes from the validation split, which is what recipes are chosen on.
 """
 
 from __future__ import annotations

@@ -172,4 +172,4 @@ def test_a_text_model_refuses_test_time_augmentation(trained_imdb_run):
 
     run = rebuild_classifier(OmegaConf.create({"ckpt_path": str(best_checkpoint(trained_imdb_run))}), named=[])
     with pytest.raises(ConfigError, match=r"test-time augmentation applies to images; this is a text model"):
-        Predictor(run, ["identity", "hflip"])
+        Predictor(run, tta=["identity", "hflip"])

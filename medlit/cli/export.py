@@ -26,7 +26,7 @@ def export(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format}; choose one of {', '.join(FORMATS)}")
     path = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / f"model{FORMATS[cfg.format]}"
-    predictor = Predictor(rebuild_classifier(cfg), cfg.get("tta"))
+    predictor = Predictor(rebuild_classifier(cfg), tta=cfg.get("tta"))
     return export_model(predictor, cfg.format, path, cfg.check_inputs, cfg.tolerance, cfg.seed)
 
 

@@ -72,9 +72,7 @@ def patient_number(patient: str) -> tuple[str, int]:
     return (match.group(1), int(match.group(2))) if match else (patient, 1 << 62)
 
 
-def earliest_split(
-    labels: Sequence[int], groups: Sequence[str], fraction: float
-) -> tuple[list[int], list[int]]:
+def earliest_split(labels: Sequence[int], groups: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
     """Indices (kept, held out): about `fraction` of each class held out, the patients with the lowest numbers.
 
     Within each class and naming scheme (Kermany's `IM-`, `NORMAL2-IM-`, `person`), patients are taken in

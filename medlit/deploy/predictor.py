@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from medlit.data.decode import Source, decode_file
+from medlit.data.decode import MAX_PIXELS, Source, decode_file
 from medlit.deploy.ensemble import with_views
 from medlit.deploy.rebuild import RestoredRun, rebuild_classifier
 from medlit.errors import ConfigError, UnreadableInput
@@ -39,10 +39,11 @@ class Prediction:
 
 class Predictor:
     """A checkpoint's classifier (or ensemble) with the input preparation and decision rule it was trained with;
-    with `tta`, its probabilities are averaged over those views of each image (see `medlit.deploy.ensemble`)."""
+    images declaring more than `max_pixels` pixels are refused before they are decoded; with `tta`, the
+    probabilities are averaged over those views of each image (see `medlit.deploy.ensemble`)."""
 
-    def __init__(self, run: RestoredRun, tta: Sequence[str] | None = None) -> None:
-        self.run, self.model = run, with_views(run.model, tta)
+    def __init__(self, run: RestoredRun, max_pixels: int = MAX_PIXELS, tta: Sequence[str] | None = None) -> None:
+        self.run, self.model, self.max_pixels = run, with_views(run.model, tta), int(max_pixels)
         self.class_names = [str(name) for name in self.model.class_names]
         self.tokenizer = _stored_tokenizer(run)
         if tta and self.tokenizer is not None:
@@ -58,8 +59,8 @@ class Predictor:
                 )
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path) -> Predictor:
-        return cls(rebuild_classifier(OmegaConf.create({"ckpt_path": str(ckpt_path)}), named=[]))
+    def from_checkpoint(cls, ckpt_path: str | Path, max_pixels: int = MAX_PIXELS) -> Predictor:
+        return cls(rebuild_classifier(OmegaConf.create({"ckpt_path": str(ckpt_path)}), named=[]), max_pixels)
 
     @property
     def is_text(self) -> bool:
@@ -72,7 +73,7 @@ class Predictor:
 
     def read_image(self, source: Source, name: str | None = None) -> Tensor:
         """A file (or its bytes) as the uint8 (C, size, size) tensor the model was trained on."""
-        grey = decode_file(source, self.image_size, name)
+        grey = decode_file(source, self.image_size, name, self.max_pixels)
         return torch.tensor(grey).unsqueeze(0).expand(self.in_channels, -1, -1)
 
     def encode(self, texts: Sequence[str]) -> Tensor:

@@ -3,7 +3,10 @@
 `medlit eval`, `explain`, `predict`, `export` and `serve` take a checkpoint and nothing else: its
 `hyper_parameters.run_config` holds the run's resolved configuration. Values named on the command line
 (`data.data_dir=/elsewhere`, `data.batch_size=256`, `data=...`) replace the stored ones, so a run trained on
-one machine can be evaluated on another.
+one machine can be evaluated on another. The stored configuration is untrusted input: it is checked by
+`medlit.training.trusted` before anything is built from it, the network it describes must fit the
+checkpoint's weights before real memory is allocated for it, and its download sources (`data.url`,
+`data.mirrors`, `data.md5`) are not used: data missing here is fetched from the official source.
 """
 
 from __future__ import annotations
@@ -21,9 +24,21 @@ from torch import nn
 
 from medlit.deploy.ensemble import ENSEMBLE_KEY, Ensemble
 from medlit.errors import MedlitError
-from medlit.training.checkpoint import current_targets, load_checkpoint, restore_data_state
+from medlit.training.checkpoint import (
+    check_layout,
+    current_targets,
+    load_checkpoint,
+    load_weights,
+    restore_data_state,
+)
 from medlit.training.classifier import Classifier
 from medlit.training.run import build_classifier
+from medlit.training.trusted import (
+    check_hyper_parameters,
+    check_model_fits_weights,
+    check_run_config,
+    without_download_sources,
+)
 
 # the parts of a run that define its model and data, taken from the checkpoint
 RUN_GROUPS = ("data", "model", "classifier")
@@ -45,14 +60,14 @@ def rebuild(cfg: DictConfig, named: Sequence[str] | None = None) -> RestoredRun:
     up and its weights loaded (on the CPU, in evaluation mode). Pretrained weights are not fetched.
 
     An ensemble checkpoint (`medlit ensemble`) gives an `Ensemble` of its members, with the data of its first."""
-    named = _named(named)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), named))
+    path, named = str(cfg.ckpt_path), _named(named)
+    checkpoint, cfg = _checked_run(cfg, named)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("test")
+    _check_class_order(datamodule.class_names, checkpoint["hyper_parameters"].get("class_names"), path)
     restore_data_state(datamodule, checkpoint)
-    model = _restored_model(cfg, checkpoint, named)
+    model = _restored_model(cfg, checkpoint, named, path)
     return RestoredRun(cfg, model, datamodule, checkpoint)
 
 
@@ -64,33 +79,40 @@ def rebuild_classifier(cfg: DictConfig, named: Sequence[str] | None = None) -> R
 
     Pretrained weights are not fetched: the checkpoint holds every weight.
     """
-    named = _named(named)
-    checkpoint = load_checkpoint(cfg.ckpt_path)
-    cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(checkpoint, cfg.ckpt_path), named))
-    return RestoredRun(cfg, _restored_model(cfg, checkpoint, named), instantiate(cfg.data), checkpoint)
+    path, named = str(cfg.ckpt_path), _named(named)
+    checkpoint, cfg = _checked_run(cfg, named)
+    return RestoredRun(cfg, _restored_model(cfg, checkpoint, named, path), instantiate(cfg.data), checkpoint)
 
 
-def _restored_model(cfg: DictConfig, checkpoint: dict[str, Any], named: Sequence[str]) -> nn.Module:
-    """The checkpoint's Classifier, or the Ensemble of its members' Classifiers, weights loaded, on the CPU,
-    in evaluation mode."""
+# an ensemble checkpoint comes from anywhere too: how many members it may hold
+MAX_MEMBERS = 64
+
+
+def _restored_model(cfg: DictConfig, checkpoint: dict[str, Any], named: Sequence[str], path: str) -> nn.Module:
+    """The checkpoint's Classifier, or the Ensemble of its members' Classifiers (each checked as a checkpoint
+    of its own), weights loaded, on the CPU, in evaluation mode."""
     if ENSEMBLE_KEY not in checkpoint:
-        return _classifier(cfg, checkpoint).eval()
-    members = []
-    for index, member in enumerate(checkpoint["members"]):
-        member_cfg = _without_weight_files(_with_saved_run(cfg, _saved_run(member, f"member {index}"), named))
+        return _classifier(cfg, checkpoint, path).eval()
+    spec, members = checkpoint[ENSEMBLE_KEY], checkpoint.get("members")
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS or not isinstance(spec, dict):
+        raise MedlitError(f"{path} is not an ensemble checkpoint: it needs 1 to {MAX_MEMBERS} members and their views")
+    classifiers = []
+    for index, member in enumerate(members):
+        where = f"{path} (member {index})"
+        check_layout(member, where)
+        member_cfg = _checked_member(cfg, member, where, named)
         check_same_inputs(cfg, member_cfg, index)
-        members.append(_classifier(member_cfg, member))
-    spec = checkpoint[ENSEMBLE_KEY]
+        classifiers.append(_classifier(member_cfg, member, where))
     threshold = float(checkpoint["state_dict"]["decision_threshold"])
-    return Ensemble(members, spec["views"], spec["weights"], threshold).eval()
+    return Ensemble(classifiers, spec.get("views", ["identity"]), spec.get("weights"), threshold).eval()
 
 
-def _classifier(cfg: DictConfig, checkpoint: dict[str, Any]) -> Classifier:
+def _classifier(cfg: DictConfig, checkpoint: dict[str, Any], path: str) -> Classifier:
     hparams = checkpoint["hyper_parameters"]
     num_classes = hparams["num_classes"]
     names = hparams.get("class_names") or range(num_classes)
     model = build_classifier(cfg, num_classes, names, _saved_config(checkpoint))
-    model.load_state_dict(checkpoint["state_dict"])
+    load_weights(model, checkpoint, path)
     return model
 
 
@@ -116,6 +138,39 @@ def load_run(ckpt_path: str | Path, overrides: dict[str, Any] | None = None) -> 
     return rebuild(cfg, list(overrides or {}))
 
 
+def _checked_run(cfg: DictConfig, named: Sequence[str] | None) -> tuple[dict[str, Any], DictConfig]:
+    """The checkpoint at `cfg.ckpt_path` and `cfg` with its stored run in place, every part checked: the
+    checkpoint's layout, its stored configuration (`medlit.training.trusted`), and the network it describes
+    against its weights, before real memory is allocated for the network."""
+    path = str(cfg.ckpt_path)
+    checkpoint = load_checkpoint(path)
+    check_layout(checkpoint, path)
+    return checkpoint, _checked_member(cfg, checkpoint, path, named)
+
+
+def _checked_member(cfg: DictConfig, checkpoint: dict[str, Any], path: str, named: Sequence[str]) -> DictConfig:
+    """`cfg` with a checkpoint's stored run in place, checked (an ensemble's own weights are its members')."""
+    saved = _saved_run(checkpoint, path, named)
+    check_hyper_parameters(checkpoint["hyper_parameters"], path)
+    cfg = _without_weight_files(_with_saved_run(cfg, saved, named))
+    if ENSEMBLE_KEY not in checkpoint:
+        check_model_fits_weights(cfg.model, checkpoint["state_dict"], path)
+    return cfg
+
+
+def _check_class_order(current: Sequence[str], stored: Sequence[str] | None, path: str) -> None:
+    """The data's classes in the order the checkpoint was trained with; the same names in another order (a
+    folder renamed, the positive class chosen differently) would swap the labels silently."""
+    if not stored or [str(c).casefold() for c in current] == [str(c).casefold() for c in stored]:
+        return
+    if sorted(str(c).casefold() for c in current) == sorted(str(c).casefold() for c in stored):
+        raise MedlitError(
+            f"{path} was trained with the classes {', '.join(map(str, stored))} in this order, but the data gives "
+            f"{', '.join(map(str, current))}: the labels would be swapped (chest X-ray folders: set "
+            f"data.positive_class={stored[-1]})"
+        )
+
+
 def _without_weight_files(cfg: DictConfig) -> DictConfig:
     """`cfg` with the model's pretrained weights and weight file switched off: the checkpoint holds every
     weight, and neither a download nor the original file may be needed to load it."""
@@ -131,11 +186,16 @@ def _saved_config(checkpoint: dict[str, Any]) -> dict:
     return checkpoint["hyper_parameters"]["run_config"]
 
 
-def _saved_run(checkpoint: dict[str, Any], path: str) -> DictConfig:
+def _saved_run(checkpoint: dict[str, Any], path: str, named: Sequence[str]) -> DictConfig:
+    """The stored run's groups this module uses, checked; the keys `named` on the command line are not."""
     saved = checkpoint.get("hyper_parameters", {}).get("run_config")
     if not saved:
         raise MedlitError(f"{path} holds no run configuration (hyper_parameters.run_config)")
-    return OmegaConf.create(current_targets(saved))
+    if not isinstance(saved, dict):
+        raise MedlitError(f"{path}: hyper_parameters.run_config is not a mapping")
+    used = {group: node for group, node in current_targets(saved).items() if group in RUN_GROUPS}
+    check_run_config(used, path, named)
+    return OmegaConf.create(without_download_sources(used, named))
 
 
 def _named(named: Sequence[str] | None) -> list[str]:
