@@ -123,17 +123,27 @@ def http_server(tmp_path):
     server.server_close()
 
 
-def launch_in_process(monkeypatch, main, argv: list[str]) -> None:
+def launch_in_process(monkeypatch, main, argv: list[str], env: dict[str, str] | None = None) -> None:
     """Run an entry point's `main` through `medlit.cli.runner.launch` with `argv`, as its command line would, in this
-    process: Hydra cleared, and the error-format variables unset now and restored afterwards."""
+    process: Hydra cleared, and the error-format variables unset (or set from `env`) now and restored afterwards."""
     from medlit.cli.runner import launch
 
     monkeypatch.setattr(sys, "argv", argv)
     for name in ("HYDRA_FULL_ERROR", "MEDLIT_ONE_LINE_ERRORS"):
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
     GlobalHydra.instance().clear()
     launch(main)
+
+
+def train_in_process(monkeypatch, *args: str, env: dict[str, str] | None = None) -> None:
+    """`train.py <args>` through the command line's own path (Hydra, the run directory, one-line errors, multiruns),
+    in this process: what a user's run does, without the seconds a new interpreter spends importing torch."""
+    from medlit.cli.train import hydra_main
+
+    launch_in_process(monkeypatch, hydra_main, ["train.py", *args], env)
 
 
 def run_train(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -30,3 +30,14 @@ class FailJob(pl.Callback):
 
         if HydraConfig.get().job.num == self.job:
             raise RuntimeError("CUDA out of memory (simulated)")
+
+
+class WritePid(pl.Callback):
+    """Write the id of the process that trains to `path`: which process ran a launcher's job."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        with open(self.path, "w") as handle:
+            handle.write(str(os.getpid()))
