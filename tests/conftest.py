@@ -220,3 +220,21 @@ def trained_imdb_run(tmp_path_factory, imdb_dir) -> Path:
     ]  # fmt: skip
     train(compose_config(overrides, run))
     return run
+
+
+@pytest.fixture(scope="session")
+def finetuned_mobilenetv2_run(tmp_path_factory, xray_dir) -> tuple[Path, dict]:
+    """`experiment=xray_mobilenetv2` shortened to one epoch on the frozen backbone, then one fine-tuning blocks.4 on
+    (32 px, two batches an epoch), with every epoch's checkpoint kept; and the weights it started from."""
+    from tests.helpers import KeepInitialWeights
+
+    run = tmp_path_factory.mktemp("mobilenetv2") / "run"
+    overrides = [
+        "experiment=xray_mobilenetv2", f"data.data_dir={xray_dir}", f"data.cache_dir={run.parent / 'cache'}",
+        "data.image_size=32", "data.decode_workers=1", "data.num_workers=0", "data.batch_size=8", "trainer=cpu",
+        "callbacks.rich_progress_bar=null", "callbacks.finetune.freeze_epochs=1", "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "callbacks.model_checkpoint.save_top_k=-1",
+        "test=false", "+callbacks.initial._target_=tests.helpers.KeepInitialWeights",
+    ]  # fmt: skip
+    train(offline(compose_config(overrides, run)))
+    return run, dict(KeepInitialWeights.state)

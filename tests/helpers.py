@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+from typing import ClassVar
 
 import pytorch_lightning as pl
+import torch
+from torch import nn
 
 
 class KillAt(pl.Callback):
@@ -41,3 +45,70 @@ class WritePid(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
         with open(self.path, "w") as handle:
             handle.write(str(os.getpid()))
+
+
+class LayerRecorder(pl.Callback):
+    """Record what reaches the network's convolutions and linear layers in training and in evaluation: the dtype
+    of each layer's output and whether its input is in channels-last memory order (first batch of each).
+
+    The instance made by the last run is `LayerRecorder.last`.
+    """
+
+    last: LayerRecorder | None = None
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], tuple[torch.dtype, bool | None]] = {}
+        LayerRecorder.last = self
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        for name, module in pl_module.net.named_modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                module.register_forward_hook(functools.partial(self._record, name))
+
+    def _record(self, name: str, module: nn.Module, args, output) -> None:
+        x = args[0]
+        layout = x.is_contiguous(memory_format=torch.channels_last) if x.ndim == 4 else None
+        self.seen.setdefault(("train" if module.training else "eval", name), (output.dtype, layout))
+
+    def layers(self, stage: str) -> dict[str, tuple[torch.dtype, bool | None]]:
+        return {name: value for (kind, name), value in self.seen.items() if kind == stage}
+
+
+class BatchRecorder(pl.Callback):
+    """Keep every training batch as the training step receives it (after `on_after_batch_transfer`), and the
+    training split's stored images. The instance made by the last run is `BatchRecorder.last`."""
+
+    last: BatchRecorder | None = None
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+        self.stored: torch.Tensor | None = None
+        BatchRecorder.last = self
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        self.batches.append(batch[0].detach().cpu().clone())
+        self.stored = trainer.datamodule.train_set.images
+
+
+class KeepInitialWeights(pl.Callback):
+    """Keep a copy of the module's state (weights and buffers) as training starts: `KeepInitialWeights.state`."""
+
+    state: ClassVar[dict[str, torch.Tensor]] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        KeepInitialWeights.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+
+class GradientKinds(pl.Callback):
+    """Record, at the first optimiser step, which parameters had a gradient and whether it was sparse:
+    `GradientKinds.last.sparse` maps parameter names to `grad.is_sparse`."""
+
+    last: GradientKinds | None = None
+
+    def __init__(self) -> None:
+        self.sparse: dict[str, bool] = {}
+        GradientKinds.last = self
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module, optimizer) -> None:
+        if not self.sparse:
+            self.sparse = {n: p.grad.is_sparse for n, p in pl_module.named_parameters() if p.grad is not None}
