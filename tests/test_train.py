@@ -132,7 +132,7 @@ def test_precision_reaches_the_layers_and_the_loss_stays_float32(train_config, t
     train(train_config("debug=fdr", f"trainer.precision={precision}", *RECORD_LAYERS))
     seen = LayerRecorder.last
     for stage in ("train", "eval"):
-        dtypes = {name: dtype_ for name, (dtype_, _) in seen.layers(stage).items()}
+        dtypes = {name: layer.dtype for name, layer in seen.layers(stage).items()}
         assert len(dtypes) == 7 and set(dtypes.values()) == {dtype}, (stage, dtypes)  # 4 convolutions, 3 linear
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test/loss"] > 0 and 0 <= metrics["test/auroc"] <= 1
