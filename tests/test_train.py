@@ -57,7 +57,8 @@ def test_chest_xray_fast_dev_run(train_config, model, tmp_path):
 
 
 def test_a_text_run_keeps_its_vocabulary_and_a_checkpoint_is_tested_with_it(train_config, tmp_path):
-    common = ["data=imdb", "model=fasttext", "data.vocab_size=20", "data.max_len=32", "data.batch_size=16"]
+    common = ["data=imdb", "model=fasttext", "model.buckets=4096", "data.vocab_size=20", "data.max_len=32",
+              "data.batch_size=16"]  # fmt: skip
     train(train_config(*common, "trainer.max_epochs=4", "optimizer.lr=0.05"))
     run = tmp_path / "run"
     first = json.loads((run / "metrics.json").read_text())
@@ -161,6 +162,7 @@ def test_the_weight_average_is_validated_kept_and_tested(train_config, tmp_path)
 
     rebuilt = load_run(best)
     val, test = (rebuilt.datamodule.evaluation_dataloader(split) for split in ("val", "test"))
+    rebuilt.model.load_state_dict(averaged)
     with_average = {"val": _losses(rebuilt.model, val), "test": _losses(rebuilt.model, test)}
     rebuilt.model.load_state_dict({**trained, "decision_threshold": averaged["decision_threshold"]})
     with_trained = {"val": _losses(rebuilt.model, val), "test": _losses(rebuilt.model, test)}
