@@ -238,3 +238,12 @@ def finetuned_mobilenetv2_run(tmp_path_factory, xray_dir) -> tuple[Path, dict]:
     ]  # fmt: skip
     train(offline(compose_config(overrides, run)))
     return run, dict(KeepInitialWeights.state)
+
+
+@pytest.fixture(scope="session")
+def one_epoch_run(tmp_path_factory, data_root) -> Path:
+    """One epoch of the run `train_config()` composes (custom CNN on the generated PneumoniaMNIST, 3 steps of 32
+    images): its best and last checkpoints and test report. Tests that train on from it work in a copy."""
+    run = tmp_path_factory.mktemp("one-epoch") / "run"
+    train(offline(compose_config([f"paths.data_dir={data_root}", *FAST, "trainer.max_epochs=1"], run)))
+    return run

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import (
     EarlyStopping,
@@ -266,16 +266,23 @@ def test_every_callback_config_is_checked():
 
 
 def test_loggers_write_into_the_run_directory_or_the_log_folder(tmp_path):
+    """TensorBoard and CSV built here; MLflow and W&B are built, run and read back in tests/test_loggers.py (their
+    stores take seconds to create), so here their composed settings are checked."""
     logs = tmp_path / "logs"
-    made = {}
-    for name in options("logger"):
-        cfg = compose_config([f"logger={name}", f"paths.log_dir={logs}"], tmp_path / "run")
-        (made[name],) = instantiate_all(cfg.logger)
-    assert isinstance(made["tensorboard"], TensorBoardLogger)
-    assert Path(made["tensorboard"].log_dir) == tmp_path / "run" / "tensorboard"
-    assert isinstance(made["csv"], CSVLogger) and Path(made["csv"].log_dir) == tmp_path / "run" / "csv"
-    assert isinstance(made["mlflow"], MLFlowLogger)
-    assert made["mlflow"]._tracking_uri == f"sqlite:///{logs / 'mlflow' / 'mlflow.db'}"
-    assert isinstance(made["wandb"], WandbLogger) and made["wandb"]._offline
-    assert made["wandb"].save_dir == str(tmp_path / "run")
-    assert sorted(made) == ["csv", "mlflow", "tensorboard", "wandb"]
+    cfgs = {
+        name: compose_config([f"logger={name}", f"paths.log_dir={logs}"], tmp_path / "run")
+        for name in options("logger")
+    }
+    assert sorted(cfgs) == ["csv", "mlflow", "tensorboard", "wandb"]
+    (tensorboard,) = instantiate_all(cfgs["tensorboard"].logger)
+    assert isinstance(tensorboard, TensorBoardLogger)
+    assert Path(tensorboard.log_dir) == tmp_path / "run" / "tensorboard"
+    (table,) = instantiate_all(cfgs["csv"].logger)
+    assert isinstance(table, CSVLogger) and Path(table.log_dir) == tmp_path / "run" / "csv"
+    mlflow = cfgs["mlflow"].logger.mlflow
+    assert get_class(mlflow._target_) is MLFlowLogger
+    assert mlflow.tracking_uri == f"sqlite:///{logs / 'mlflow' / 'mlflow.db'}" and (logs / "mlflow").is_dir()
+    assert mlflow.tags.run_dir == str(tmp_path / "run")
+    wandb = cfgs["wandb"].logger.wandb
+    assert get_class(wandb._target_) is WandbLogger
+    assert wandb.offline is True and wandb.save_dir == str(tmp_path / "run")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -283,7 +284,7 @@ def test_hydra_full_error_shows_the_traceback(tmp_path, monkeypatch, capsys):
     assert "medlit: error" not in capsys.readouterr().err
 
 
-def test_a_requeued_job_continues_from_the_last_checkpoint_in_its_directory(train_config, tmp_path):
-    train(train_config("trainer.max_epochs=1"))
+def test_a_requeued_job_continues_from_the_last_checkpoint_in_its_directory(train_config, one_epoch_run, tmp_path):
+    shutil.copytree(one_epoch_run, tmp_path / "run")  # the first attempt's directory: one epoch done
     train(train_config("trainer.max_epochs=2"))  # same directory, as a SLURM requeue of the same job
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 6

@@ -107,23 +107,21 @@ def test_run_selects_on_validation_tests_once_and_logs_to_tensorboard(train_conf
     assert b"optimizer/lr" in hparams["_hparams_/session_start_info"]
 
 
-def test_testing_a_saved_checkpoint_without_training(train_config, tmp_path):
-    train(train_config("trainer.max_epochs=1"))
-    first = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    (tmp_path / "run" / "metrics.json").unlink()
-    ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+def test_testing_a_saved_checkpoint_without_training(train_config, one_epoch_run, tmp_path):
+    first = json.loads((one_epoch_run / "metrics.json").read_text())
+    ckpt = next((one_epoch_run / "checkpoints").glob("epoch_*.ckpt"))
     train(train_config("train=false", f"ckpt_path={ckpt}"))
     again = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert again["test/auroc"] == pytest.approx(first["test/auroc"])
     assert again["test/acc"] == pytest.approx(first["test/acc"])
+    assert not (tmp_path / "run" / "checkpoints").exists(), "nothing trained"
 
 
-def test_resume_from_checkpoint_continues_the_epoch_count(train_config, tmp_path):
-    train(train_config("trainer.max_epochs=1"))
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+def test_resume_from_checkpoint_continues_the_epoch_count(train_config, one_epoch_run, tmp_path):
+    last = one_epoch_run / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 3  # 96 images, batches of 32
     train(train_config("trainer.max_epochs=2", f"ckpt_path={last}"))
-    assert torch.load(last, weights_only=True)["global_step"] == 6
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16-mixed", torch.bfloat16), ("32-true", torch.float32)])
