@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import (
     ModelCheckpoint,
     RichModelSummary,
     RichProgressBar,
+    StochasticWeightAveraging,
 )
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.profilers import SimpleProfiler
@@ -241,6 +242,7 @@ def test_default_callbacks_keep_the_best_and_the_last_checkpoint_and_stop_early(
             {"freeze_epochs": 10, "unfreeze_from": 0, "backbone_lr_factor": 0.1, "train_bn": True},
         ),
         ("throughput", Throughput, {"path": None, "warmup": 2}),
+        ("swa", StochasticWeightAveraging, {"_swa_lrs": 1e-4, "_swa_epoch_start": 0.75, "_annealing_epochs": 1}),
     ],
 )
 def test_optional_callbacks_join_the_defaults(name, kind, settings, tmp_path):
@@ -261,7 +263,7 @@ def test_no_callbacks(tmp_path):
 def test_every_callback_config_is_checked():
     assert options("callbacks") == [
         "default", "early_stopping", "ema", "finetune", "lr_monitor", "model_checkpoint", "none",
-        "rich_model_summary", "rich_progress_bar", "throughput",
+        "rich_model_summary", "rich_progress_bar", "swa", "throughput",
     ]  # fmt: skip
 
 
