@@ -60,10 +60,12 @@ def cache_key(root: Path, files: Sequence[str], size: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def cache_path(cache_dir: Path, root: Path, files: Sequence[str], size: int) -> Path:
-    """`<cache_dir>/<folder>-<hash of its path>_<size>px_<content key>.pt`."""
-    place = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"{root.name}-{place}_{size}px_{cache_key(root, files, size)}.pt"
+def cache_path(cache_dir: Path, root: Path, files: Sequence[str], size: int, source: Path | None = None) -> Path:
+    """`<cache_dir>/<source>-<hash of its path>_<size>px_<content key>.pt`; the source is the data set's folder
+    unless given (a table of images, so two tables in one folder keep a cache each)."""
+    source = root if source is None else source
+    place = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"{source.name}-{place}_{size}px_{cache_key(root, files, size)}.pt"
 
 
 def decode_all(root: Path, files: Sequence[str], size: int, workers: int | None = None) -> DecodedImages:
@@ -91,12 +93,18 @@ def decode_all(root: Path, files: Sequence[str], size: int, workers: int | None 
 
 
 def load_or_decode(
-    root: Path, files: Sequence[str], size: int, cache_dir: Path | None, workers: int | None = None
+    root: Path,
+    files: Sequence[str],
+    size: int,
+    cache_dir: Path | None,
+    workers: int | None = None,
+    source: Path | None = None,
 ) -> DecodedImages:
-    """The decoded `files`, read from the cache when it matches them, else decoded (and cached)."""
+    """The decoded `files`, read from the cache when it matches them, else decoded (and cached); the cache is
+    named after `source` (default: `root`)."""
     if cache_dir is None:
         return decode_all(root, files, size, workers)
-    path = cache_path(cache_dir, root, files, size)
+    path = cache_path(cache_dir, root, files, size, source)
     if path.exists():
         try:
             stored = torch.load(path, weights_only=True, mmap=True)
