@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from torch import Tensor
 
 from medlit.data import image_folder
+from medlit.data.base import BinaryView
 from medlit.data.image_files import ImageFileDataModule, ImageSplit, Listing, check_choice
 from medlit.data.splits import patient_id
 from medlit.errors import DataError
@@ -16,6 +18,10 @@ from medlit.errors import DataError
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("official", "split")
+LABELS = ("folders", "pathogen")
+PATHOGEN_CLASSES = ["NORMAL", "BACTERIAL", "VIRAL"]
+# Kermany et al.'s pneumonia file names say the pathogen: person1_bacteria_1.jpeg, person1_virus_6.jpeg
+_PATHOGEN = re.compile(r"_(bacteria|virus)_", re.IGNORECASE)
 
 
 class ChestXrayDataModule(ImageFileDataModule):
@@ -30,11 +36,16 @@ class ChestXrayDataModule(ImageFileDataModule):
     patient by patient and class by class, so no patient is on both sides. The official validation
     folder holds 16 images, hence `val_strategy="split"` by default. A split that is needed but missing
     is an error, never a silent substitute.
+
+    `labels="pathogen"` makes it a three-class task, NORMAL, BACTERIAL and VIRAL (see `pathogen_labels`),
+    on the same patient-grouped splits as the two-class one; its `binary_view` pools the two pneumonias
+    against normal, so reports give pneumonia against normal from the same network as well.
     """
 
     def __init__(
         self,
         data_dir: str,
+        labels: str = "folders",
         image_size: int = 224,
         in_channels: int = 1,
         num_classes: int | None = None,
@@ -50,6 +61,7 @@ class ChestXrayDataModule(ImageFileDataModule):
         train_transform: Callable[[Tensor], Tensor] | None = None,
         **loader_kwargs,
     ) -> None:
+        check_choice("data.labels", labels, LABELS)
         check_choice("data.val_strategy", val_strategy, STRATEGIES)
         check_choice("data.test_strategy", test_strategy, STRATEGIES)
         super().__init__(
@@ -69,6 +81,12 @@ class ChestXrayDataModule(ImageFileDataModule):
             **loader_kwargs,
         )
         self.data_dir = Path(data_dir)
+        self.labels = labels
+
+    @property
+    def binary_view(self) -> BinaryView | None:
+        """Pneumonia (bacterial or viral) against normal, for the three-class task."""
+        return BinaryView("PNEUMONIA", "NORMAL", (1, 2)) if self.labels == "pathogen" else None
 
     def _title(self) -> str:
         return "Chest X-rays"
@@ -83,7 +101,9 @@ class ChestXrayDataModule(ImageFileDataModule):
         root = image_folder.find_root(self.data_dir, nested="chest_xray")
         train_folder = image_folder.split_folder(root, "train")
         classes = image_folder.class_names(train_folder)
-        if self.expected_classes is not None and self.expected_classes != len(classes):
+        if self.labels == "pathogen":
+            check_pathogen_folders(train_folder, classes)
+        elif self.expected_classes is not None and self.expected_classes != len(classes):
             raise DataError(
                 f"data.num_classes={self.expected_classes}, but {train_folder} has "
                 f"{len(classes)} class folders: {', '.join(classes)}"
@@ -99,7 +119,40 @@ class ChestXrayDataModule(ImageFileDataModule):
             if folder is not None:  # listed (and cached) whatever the strategy: one cache per folder
                 listed = image_folder.list_split(root, folder, classes)
                 splits[split] = ImageSplit(listed.files, listed.labels, [patient_id(f) for f in listed.files])
+        if self.labels == "pathogen":
+            return Listing(root, PATHOGEN_CLASSES, {name: pathogen_labels(root, s) for name, s in splits.items()})
         return Listing(root, classes, splits)
+
+
+def check_pathogen_folders(train_folder: Path, classes: list[str]) -> None:
+    """The pathogen is read from the file names of PNEUMONIA/, against NORMAL/: those must be the classes."""
+    if [name.upper() for name in classes] != ["NORMAL", "PNEUMONIA"]:
+        raise DataError(
+            f"data.labels=pathogen needs the class folders NORMAL and PNEUMONIA (it reads bacterial and viral "
+            f"pneumonia from the file names in PNEUMONIA/); {train_folder} has {', '.join(classes)}"
+        )
+
+
+def pathogen_labels(root: Path, split: ImageSplit) -> ImageSplit:
+    """`split` (NORMAL = 0, PNEUMONIA = 1) labelled NORMAL (0), BACTERIAL (1) or VIRAL (2).
+
+    A pneumonia image's pathogen is in its file name (`person1_bacteria_1.jpeg`, `person1_virus_6.jpeg`); one
+    whose name says neither cannot be labelled and is an error naming it. The split keeps the folder labels as
+    its strata, so carved validation and test splits are the patients of the two-class task's.
+    """
+    labels, unnamed = [], []
+    for name, folder_label in zip(split.files, split.labels, strict=True):
+        found = _PATHOGEN.search(PurePath(name).stem) if folder_label == 1 else None
+        if folder_label == 1 and found is None:
+            unnamed.append(name)
+        labels.append(0 if found is None else 1 if found.group(1).lower() == "bacteria" else 2)
+    if unnamed:
+        shown = ", ".join(str(root / name) for name in unnamed[:3])
+        raise DataError(
+            f"data.labels=pathogen: {len(unnamed)} pneumonia images do not name their pathogen (_bacteria_ or "
+            f"_virus_) in their file name: {shown}{', ...' if len(unnamed) > 3 else ''}"
+        )
+    return ImageSplit(split.files, labels, split.patients, strata=split.labels)
 
 
 KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"
