@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 
 from medlit.training.run import instantiate_all
 from tests.conftest import CONF, compose_config
+from tests.test_image_table import image_rows, write_csv
 
 
 def options(group: str) -> list[str]:
@@ -17,9 +18,13 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("name", options("data"))
 def test_data(name, tmp_path):
-    cfg = compose_config([f"data={name}"], tmp_path)
+    overrides = [f"data={name}"]
+    if name == "image_table":  # no default table: a generated one of three classes, which sets num_classes
+        table = write_csv(tmp_path / "t.csv", image_rows(tmp_path))
+        overrides += [f"data.table={table}", "data.label_column=diagnosis", "data.split_column=split"]
+    cfg = compose_config(overrides, tmp_path)
     dm = instantiate(cfg.data)
-    assert dm.num_classes == cfg.data.num_classes
+    assert dm.num_classes == (3 if cfg.data.num_classes is None else cfg.data.num_classes)
     for key in ("image_size", "vocab_size", "max_len"):  # what the model configs read from ${data}
         if key in cfg.data:
             assert getattr(dm, key) == cfg.data[key], key
