@@ -11,6 +11,7 @@ from torch import Tensor
 
 from medlit.data import image_folder
 from medlit.data.base import BinaryView
+from medlit.data.decode import MAX_PIXELS
 from medlit.data.image_files import ImageFileDataModule, ImageSplit, Listing, check_choice
 from medlit.data.splits import patient_id
 from medlit.errors import DataError
@@ -29,8 +30,10 @@ class ChestXrayDataModule(ImageFileDataModule):
 
     Every image is decoded once, converted to greyscale and resized to `image_size` (square, as the
     reference studies and the 224 px release do), and cached under `cache_dir`; augmentation then runs
-    on the cached uint8 tensors. The classes are train/'s sub-folders in sorted order (NORMAL = 0,
-    PNEUMONIA = 1, so the positive class is pneumonia).
+    on the cached uint8 tensors. Files declaring more than `max_pixels` pixels are listed as unreadable
+    without being decoded. The classes are train/'s sub-folders in sorted order, except that with two
+    classes `positive_class` (matched case-insensitively) is class 1, the one sensitivity and the decision
+    threshold are about: NORMAL = 0, PNEUMONIA = 1.
 
     Validation and test come from their folders (`official`) or are carved out of train (`split`),
     patient by patient and class by class, so no patient is on both sides. The official validation
@@ -59,6 +62,8 @@ class ChestXrayDataModule(ImageFileDataModule):
         cache_dir: str | None = None,
         decode_workers: int | None = None,
         train_transform: Callable[[Tensor], Tensor] | None = None,
+        positive_class: str | None = "PNEUMONIA",
+        max_pixels: int = MAX_PIXELS,
         **loader_kwargs,
     ) -> None:
         check_choice("data.labels", labels, LABELS)
@@ -78,10 +83,12 @@ class ChestXrayDataModule(ImageFileDataModule):
             cache_dir=cache_dir,
             decode_workers=decode_workers,
             train_transform=train_transform,
+            max_pixels=max_pixels,
             **loader_kwargs,
         )
         self.data_dir = Path(data_dir)
         self.labels = labels
+        self.positive_class = positive_class
 
     @property
     def binary_view(self) -> BinaryView | None:
@@ -101,13 +108,16 @@ class ChestXrayDataModule(ImageFileDataModule):
         root = image_folder.find_root(self.data_dir, nested="chest_xray")
         train_folder = image_folder.split_folder(root, "train")
         classes = image_folder.class_names(train_folder)
-        if self.labels == "pathogen":
+        if self.labels == "pathogen":  # its folder labels are NORMAL = 0, PNEUMONIA = 1, whatever the letter case
             check_pathogen_folders(train_folder, classes)
-        elif self.expected_classes is not None and self.expected_classes != len(classes):
-            raise DataError(
-                f"data.num_classes={self.expected_classes}, but {train_folder} has "
-                f"{len(classes)} class folders: {', '.join(classes)}"
-            )
+            classes = positive_last(classes, "PNEUMONIA", train_folder)
+        else:
+            classes = positive_last(classes, self.positive_class, train_folder)
+            if self.expected_classes is not None and self.expected_classes != len(classes):
+                raise DataError(
+                    f"data.num_classes={self.expected_classes}, but {train_folder} has "
+                    f"{len(classes)} class folders: {', '.join(classes)}"
+                )
         splits = {}
         for split, strategy in (("train", "official"), ("val", self.val_strategy), ("test", self.test_strategy)):
             folder = image_folder.split_folder(root, split)
@@ -118,15 +128,41 @@ class ChestXrayDataModule(ImageFileDataModule):
                 )
             if folder is not None:  # listed (and cached) whatever the strategy: one cache per folder
                 listed = image_folder.list_split(root, folder, classes)
+                _warn_unknown_classes(folder, classes)
                 splits[split] = ImageSplit(listed.files, listed.labels, [patient_id(f) for f in listed.files])
         if self.labels == "pathogen":
             return Listing(root, PATHOGEN_CLASSES, {name: pathogen_labels(root, s) for name, s in splits.items()})
         return Listing(root, classes, splits)
 
 
+def positive_last(names: list[str], positive: str | None, folder: Path) -> list[str]:
+    """Two class names ordered so that `positive` (matched case-insensitively) is class 1; sorted order for
+    more classes, where no class is the positive one, or when `positive` is None."""
+    if positive is None or len(names) != 2:
+        return names
+    matches = [name for name in names if name.casefold() == str(positive).casefold()]
+    if not matches:
+        raise DataError(
+            f"data.positive_class={positive} is none of the class folders of {folder} ({', '.join(names)}); "
+            "set data.positive_class to the one sensitivity is about"
+        )
+    return [*(name for name in names if name != matches[0]), matches[0]]
+
+
+def _warn_unknown_classes(folder: Path, classes: list[str]) -> None:
+    """A split folder's class folders that train/ lacks are left out: say which."""
+    unknown = sorted(set(image_folder.class_folders(folder)) - set(classes))
+    if unknown:
+        log.warning(
+            "%s has class folders that train/ lacks, left out: %s (the classes are the folders of train/)",
+            folder,
+            ", ".join(unknown),
+        )
+
+
 def check_pathogen_folders(train_folder: Path, classes: list[str]) -> None:
     """The pathogen is read from the file names of PNEUMONIA/, against NORMAL/: those must be the classes."""
-    if [name.upper() for name in classes] != ["NORMAL", "PNEUMONIA"]:
+    if sorted(name.upper() for name in classes) != ["NORMAL", "PNEUMONIA"]:
         raise DataError(
             f"data.labels=pathogen needs the class folders NORMAL and PNEUMONIA (it reads bacterial and viral "
             f"pneumonia from the file names in PNEUMONIA/); {train_folder} has {', '.join(classes)}"

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from medlit.data.base import ClassificationDataModule, ImageTensorDataset
+from medlit.data.decode import MAX_PIXELS
 from medlit.data.image_cache import DecodedImages, load_or_decode
 from medlit.data.splits import cross_validation_fold, grouped_split
 from medlit.errors import DataError
@@ -66,7 +67,8 @@ class ImageFileDataModule(ClassificationDataModule):
     Validation and test are taken as listed, or carved out of train (strategy `"split"`), patient by
     patient and class by class, so no patient is on both sides; with `num_folds`, validation is fold `fold`
     of train's patient-grouped, stratified folds. Unreadable files are listed in the log and left out
-    (`on_bad_file="skip"`) or stop the run (`"fail"`). `sampler="weighted"` draws every class equally often.
+    (`on_bad_file="skip"`) or stop the run (`"fail"`); files declaring more than `max_pixels` pixels are listed as
+    unreadable without being decoded. `sampler="weighted"` draws every class equally often.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class ImageFileDataModule(ClassificationDataModule):
         cache_dir: str | None = None,
         decode_workers: int | None = None,
         train_transform: Callable[[Tensor], Tensor] | None = None,
+        max_pixels: int = MAX_PIXELS,
         **loader_kwargs,
     ) -> None:
         super().__init__(split_seed=split_seed, **loader_kwargs)
@@ -101,6 +104,7 @@ class ImageFileDataModule(ClassificationDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.decode_workers = decode_workers
         self.train_transform = train_transform
+        self.max_pixels = max_pixels
         self.decoded = 0  # images decoded (not read from the cache) by prepare_data and setup
         self.split_files: dict[str, list[str]] = {}
         self._listing: Listing | None = None
@@ -199,7 +203,13 @@ class ImageFileDataModule(ClassificationDataModule):
         files = list(dict.fromkeys(name for split in listing.splits.values() for name in split.files))
         present = [name for name in files if (listing.root / name).is_file()]
         result = load_or_decode(
-            listing.root, present, self.image_size, self.cache_dir, self.decode_workers, self._cache_source()
+            listing.root,
+            present,
+            self.image_size,
+            self.cache_dir,
+            self.decode_workers,
+            self.max_pixels,
+            self._cache_source(),
         )
         if len(present) < len(files):
             absent = set(files) - set(present)

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from medlit.data.archive import unpack
 from medlit.data.base import ClassificationDataModule
 from medlit.data.fetch import fetch, md5sum
+from medlit.data.integrity import save_atomically, unseal
 from medlit.data.sampling import EpochSampler, LengthBucketSampler, LengthOrderSampler
 from medlit.data.splits import cross_validation_fold, stratified_split
 from medlit.data.vocabulary import PAD_ID, TRUNCATION_SIDES, UNK_ID, build_vocabulary, encode, word_tokenizer
@@ -213,16 +214,15 @@ class IMDBDataModule(ClassificationDataModule):
             if not load:
                 return None
             try:
-                data = torch.load(self.cache_path, weights_only=True)
+                data, intact = unseal(torch.load(self.cache_path, weights_only=True))
+                if not intact:
+                    raise ValueError("its content does not match its digest" if intact is False else "it has no digest")
                 log.info("Tokenised reviews read from %s", self.cache_path)
                 return data
             except Exception as err:  # a cache is an optimisation: whatever spoils it, tokenise again
                 log.warning("Tokenising again: the cache %s is unreadable (%s)", self.cache_path, err)
         data = self._tokenise(labels)
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.cache_path.with_name(f"{self.cache_path.name}.{os.getpid()}.part")
-        torch.save(data, partial)
-        os.replace(partial, self.cache_path)
+        save_atomically(data, self.cache_path)
         return data
 
     def _tokenise(self, labels: dict[str, Tensor]) -> dict:
