@@ -11,6 +11,12 @@ def _coalesce(*values):
     return next((value for value in values if value is not None), None)
 
 
+def _case(value, cases: dict):
+    """`${case:${.labels},{folders:2,pathogen:3}}`: the entry of `value` in `cases`, null when it has none (the
+    object the config builds then says which values are valid)."""
+    return cases.get(value)
+
+
 def checkpoint_run_dir(ckpt_path: str) -> str:
     """`${checkpoint_run_dir:${ckpt_path}}`: the run directory a checkpoint belongs to
     (`<run>/checkpoints/x.ckpt` -> `<run>`), where `medlit eval`, `explain`, `predict`, ... write their outputs.
@@ -54,6 +60,7 @@ def _default_workers() -> int:
 
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("coalesce", _coalesce, replace=True)
+    OmegaConf.register_new_resolver("case", _case, replace=True)
     OmegaConf.register_new_resolver("checkpoint_run_dir", checkpoint_run_dir, replace=True)
     OmegaConf.register_new_resolver("ensure_dir", _ensure_dir, replace=True)
     OmegaConf.register_new_resolver("if_rank_zero", _if_rank_zero, replace=True)

@@ -24,6 +24,7 @@ from pytorch_lightning.profilers import SimpleProfiler
 from pytorch_lightning.strategies import DDPStrategy
 
 from medlit.data.chest_xray import ChestXrayDataModule
+from medlit.data.image_table import ImageTableDataModule
 from medlit.data.imdb import IMDBDataModule
 from medlit.data.medmnist import MedMNISTDataModule
 from medlit.training import hardware
@@ -31,6 +32,7 @@ from medlit.training.callbacks import Throughput, TwoStageFinetuning
 from medlit.training.checkpoint import AtomicCheckpointIO
 from medlit.training.run import build_classifier, instantiate_all
 from tests.conftest import CONF, compose_config
+from tests.test_image_table import image_rows, write_csv
 
 
 def options(group: str) -> list[str]:
@@ -42,6 +44,7 @@ DATA = {
     "pneumoniamnist": (MedMNISTDataModule, {"num_classes": 2, "in_channels": 1, "image_size": 28, "batch_size": 128}),
     "organcmnist": (MedMNISTDataModule, {"num_classes": 11, "in_channels": 1, "image_size": 28, "batch_size": 128}),
     "chest_xray": (ChestXrayDataModule, {"num_classes": 2, "in_channels": 1, "image_size": 224, "batch_size": 32}),
+    "image_table": (ImageTableDataModule, {"num_classes": 3, "in_channels": 1, "image_size": 224, "batch_size": 32}),
     "imdb": (IMDBDataModule, {"num_classes": 2, "vocab_size": 10000, "max_len": 200, "batch_size": 32}),
 }
 
@@ -53,7 +56,11 @@ def test_every_data_config_is_checked():
 @pytest.mark.parametrize("name", sorted(DATA))
 def test_data(name, tmp_path):
     kind, expected = DATA[name]
-    dm = instantiate(compose_config([f"data={name}"], tmp_path).data)
+    overrides = [f"data={name}"]
+    if name == "image_table":  # no default table: a generated one of three classes, which sets num_classes
+        table = write_csv(tmp_path / "t.csv", image_rows(tmp_path))
+        overrides += [f"data.table={table}", "data.label_column=diagnosis", "data.split_column=split"]
+    dm = instantiate(compose_config(overrides, tmp_path).data)
     assert type(dm) is kind
     assert {key: getattr(dm, key) for key in expected} == expected
     if name == "organcmnist":

@@ -242,7 +242,7 @@ def test_a_full_disk_fails_before_training(train_config, tmp_path, monkeypatch):
         ),
         (
             ["data=mnist"],
-            "no config 'data/mnist'; choose data= one of chest_xray, imdb, organcmnist, pneumoniamnist",
+            "no config 'data/mnist'; choose data= one of chest_xray, image_table, imdb, organcmnist, pneumoniamnist",
             2,
         ),
         (["trainer.max_epoch=3"], "unknown key 'trainer.max_epoch'; did you mean trainer.max_epochs?", 2),

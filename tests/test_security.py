@@ -197,6 +197,7 @@ def every_choice() -> list[list[str]]:
         runs.append(run)
     for group in ("callbacks", "logger"):
         runs[0].append(f"{group}=[{','.join(name for name in options(group) if name not in ('default', 'none'))}]")
+    runs.append(["data=image_table", "data.num_classes=3"])  # a run stores the number of classes it found
     return runs + [[f"experiment={name}"] for name in options("experiment")] + [["hparams_search=optuna"]]
 
 

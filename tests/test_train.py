@@ -50,10 +50,13 @@ def test_text_fast_dev_run(train_config, model, tmp_path):
 
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_chest_xray_fast_dev_run(train_config, model, tmp_path):
-    """Every image network on the generated Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px."""
-    train(train_config("data=chest_xray", f"model={model}", "debug=fdr", "data.batch_size=4"))
+    """Every image network as a three-class task (normal, bacterial, viral: `data.labels=pathogen`) on the generated
+    Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px. The two-class task runs through the
+    reference X-ray experiments in `test_every_experiment_runs`."""
+    train(train_config("data=chest_xray", "data.labels=pathogen", f"model={model}", "debug=fdr", "data.batch_size=4"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {f"test/{m}" for m in METRICS} <= set(metrics)
+    assert {f"test/recall/{name}" for name in ("NORMAL", "BACTERIAL", "VIRAL")} <= set(metrics)
 
 
 def test_a_text_run_keeps_its_vocabulary_and_a_checkpoint_is_tested_with_it(train_config, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import pytorch_lightning as pl
@@ -21,6 +22,17 @@ class BatchTransform(Protocol):
     def sample(self, generator: torch.Generator) -> Tensor: ...
 
     def __call__(self, images: Tensor, params: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class BinaryView:
+    """A two-class task inside a multi-class one: the classes `members` pooled as `positive` against the rest
+    (`negative`), e.g. pneumonia (bacterial or viral) against normal. Reports give it beside the multi-class
+    metrics, with P(positive) = the members' probabilities summed."""
+
+    positive: str
+    negative: str
+    members: tuple[int, ...]
 
 
 class ImageTensorDataset(Dataset):
@@ -83,8 +95,10 @@ class ClassificationDataModule(pl.LightningDataModule):
     `batch_transform` augments each training batch after it reached the model's device (see
     `on_after_batch_transfer`). `num_folds`/`fold` select one fold of a stratified cross-validation as
     the validation split (how each data set pools and groups its examples is its own); `split_seed`
-    fixes the folds.
+    fixes the folds. `binary_view` (None here) is a two-class task the classes pool into (see `BinaryView`).
     """
+
+    binary_view: BinaryView | None = None
 
     def __init__(
         self,

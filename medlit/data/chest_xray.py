@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 
-import torch
 from torch import Tensor
 
 from medlit.data import image_folder
-from medlit.data.base import ClassificationDataModule, ImageTensorDataset
+from medlit.data.base import BinaryView
 from medlit.data.decode import MAX_PIXELS
-from medlit.data.image_cache import DecodedImages, load_or_decode
-from medlit.data.image_folder import FolderSplit
-from medlit.data.splits import cross_validation_fold, earliest_split, grouped_split, patient_id
+from medlit.data.image_files import ImageFileDataModule, ImageSplit, Listing, check_choice
+from medlit.data.splits import patient_id
 from medlit.errors import DataError
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("official", "split", "earliest")
-SAMPLERS = (None, "weighted")
-ON_BAD_FILE = ("skip", "fail")
-_SHOWN_BAD = 5
+LABELS = ("folders", "pathogen")
+PATHOGEN_CLASSES = ["NORMAL", "BACTERIAL", "VIRAL"]
+# Kermany et al.'s pneumonia file names say the pathogen: person1_bacteria_1.jpeg, person1_virus_6.jpeg
+_PATHOGEN = re.compile(r"_(bacteria|virus)_", re.IGNORECASE)
 
 
-class ChestXrayDataModule(ClassificationDataModule):
+class ChestXrayDataModule(ImageFileDataModule):
     """`<data_dir>/{train,val,test}/<class>/*.jpeg` (also nested in `chest_xray/` once or twice).
 
     Every image is decoded once, converted to greyscale and resized to `image_size` (square, as the
@@ -41,11 +41,16 @@ class ChestXrayDataModule(ClassificationDataModule):
     lowest numbers of each naming scheme instead (see `medlit.data.splits.earliest_split`): a validation
     cohort apart in patient order from the training one. A split that is needed but missing
     is an error, never a silent substitute.
+
+    `labels="pathogen"` makes it a three-class task, NORMAL, BACTERIAL and VIRAL (see `pathogen_labels`),
+    on the same patient-grouped splits as the two-class one; its `binary_view` pools the two pneumonias
+    against normal, so reports give pneumonia against normal from the same network as well.
     """
 
     def __init__(
         self,
         data_dir: str,
+        labels: str = "folders",
         image_size: int = 224,
         in_channels: int = 1,
         num_classes: int | None = None,
@@ -63,166 +68,73 @@ class ChestXrayDataModule(ClassificationDataModule):
         max_pixels: int = MAX_PIXELS,
         **loader_kwargs,
     ) -> None:
-        super().__init__(split_seed=split_seed, **loader_kwargs)
-        _check_choice("data.val_strategy", val_strategy, STRATEGIES)
-        _check_choice("data.test_strategy", test_strategy, STRATEGIES)
-        _check_choice("data.sampler", sampler, SAMPLERS)
-        _check_choice("data.on_bad_file", on_bad_file, ON_BAD_FILE)
-        _check_choice("data.in_channels", in_channels, (1, 3))
-        for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0 < fraction < 1:
-                raise DataError(f"data.{name}={fraction} must be between 0 and 1")
-        self.data_dir = Path(data_dir)
-        self.image_size, self.in_channels = image_size, in_channels
-        self.expected_classes = num_classes
-        self.val_strategy, self.val_fraction = val_strategy, val_fraction
-        self.test_strategy, self.test_fraction = test_strategy, test_fraction
-        self.sampler, self.on_bad_file = sampler, on_bad_file
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.decode_workers = decode_workers
-        self.train_transform = train_transform
-        self.positive_class, self.max_pixels = positive_class, max_pixels
-        self.decoded = 0  # images decoded (not read from the cache) by prepare_data and setup
-        self.split_files: dict[str, list[str]] = {}
-        self._index: tuple[Path, dict[str, FolderSplit]] | None = None
-
-    @property
-    def class_names(self) -> list[str]:
-        """train/'s class folders, read on first use, so a missing data folder is reported up front."""
-        if not self._class_names:
-            self._folders()
-        return self._class_names
-
-    @class_names.setter
-    def class_names(self, names: list[str]) -> None:
-        self._class_names = list(names)
-
-    @property
-    def num_classes(self) -> int:
-        """As configured (checked against the folders once they are read), else from the folders."""
-        return self.expected_classes or len(self.class_names)
-
-    def prepare_data(self) -> None:
-        """Decode and cache every image once (on one process per machine); setup() reads the cache."""
-        if self.cache_dir is not None:
-            self._decode()
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        root, splits = self._folders()
-        result = self._decode()
-        self._report_bad(root, result)
-        row = {name: i for i, name in enumerate(result.files)}
-        readable = {name: _readable(split, row) for name, split in splits.items()}
-        pools = self._assign_splits(readable)
-        for split_name, split in pools.items():
-            missing = set(range(self.num_classes)) - set(split.labels)
-            if missing:
-                names = ", ".join(self.class_names[label] for label in sorted(missing))
-                raise DataError(f"the {split_name} split has no readable images of class {names}")
-        self.split_files = {name: split.files for name, split in pools.items()}
-        datasets = {
-            name: ImageTensorDataset(
-                result.images[[row[f] for f in split.files]],
-                torch.tensor(split.labels),
-                self.train_transform if name == "train" else None,
-                channels=self.in_channels,
-                batch_transform=self.batch_transform if name == "train" else None,
-            )
-            for name, split in pools.items()
-        }
-        self.train_set, self.val_set, self.test_set = datasets["train"], datasets["val"], datasets["test"]
-        log.info(
-            "Chest X-rays from %s: %s",
-            root,
-            ", ".join(f"{name} {self._describe(split.labels)}" for name, split in pools.items()),
+        check_choice("data.labels", labels, LABELS)
+        check_choice("data.val_strategy", val_strategy, STRATEGIES)
+        check_choice("data.test_strategy", test_strategy, STRATEGIES)
+        super().__init__(
+            image_size=image_size,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            val_strategy=val_strategy,
+            val_fraction=val_fraction,
+            test_strategy=test_strategy,
+            test_fraction=test_fraction,
+            split_seed=split_seed,
+            sampler=sampler,
+            on_bad_file=on_bad_file,
+            cache_dir=cache_dir,
+            decode_workers=decode_workers,
+            train_transform=train_transform,
+            max_pixels=max_pixels,
+            **loader_kwargs,
         )
+        self.data_dir = Path(data_dir)
+        self.labels = labels
+        self.positive_class = positive_class
 
-    def sample_weights(self) -> Tensor | None:
-        """`sampler="weighted"` draws every class equally often (with replacement)."""
-        if self.sampler != "weighted":
-            return None
-        return (1.0 / self.class_counts.double())[self.train_labels()]
+    @property
+    def binary_view(self) -> BinaryView | None:
+        """Pneumonia (bacterial or viral) against normal, for the three-class task."""
+        return BinaryView("PNEUMONIA", "NORMAL", (1, 2)) if self.labels == "pathogen" else None
 
-    def _folders(self) -> tuple[Path, dict[str, FolderSplit]]:
-        """The data set's root and the files of each split folder there (listed once per instance)."""
-        if self._index is None:
-            if not self.data_dir.is_dir():
-                raise DataError(
-                    f"data folder {self.data_dir} not found; set data.data_dir to the folder that holds "
-                    f"train/, or fetch the data set with: medlit download chest_xray"
-                )
-            root = image_folder.find_root(self.data_dir, nested="chest_xray")
-            train_folder = image_folder.split_folder(root, "train")
-            self.class_names = positive_last(image_folder.class_names(train_folder), self.positive_class, train_folder)
-            if self.expected_classes is not None and self.expected_classes != len(self.class_names):
+    def _title(self) -> str:
+        return "Chest X-rays"
+
+    def _list(self) -> Listing:
+        """The data set's root and the files of each split folder there; the patient is read from each file name."""
+        if not self.data_dir.is_dir():
+            raise DataError(
+                f"data folder {self.data_dir} not found; set data.data_dir to the folder that holds "
+                f"train/, or fetch the data set with: medlit download chest_xray"
+            )
+        root = image_folder.find_root(self.data_dir, nested="chest_xray")
+        train_folder = image_folder.split_folder(root, "train")
+        classes = image_folder.class_names(train_folder)
+        if self.labels == "pathogen":  # its folder labels are NORMAL = 0, PNEUMONIA = 1, whatever the letter case
+            check_pathogen_folders(train_folder, classes)
+            classes = positive_last(classes, "PNEUMONIA", train_folder)
+        else:
+            classes = positive_last(classes, self.positive_class, train_folder)
+            if self.expected_classes is not None and self.expected_classes != len(classes):
                 raise DataError(
                     f"data.num_classes={self.expected_classes}, but {train_folder} has "
-                    f"{len(self.class_names)} class folders: {', '.join(self.class_names)}"
+                    f"{len(classes)} class folders: {', '.join(classes)}"
                 )
-            splits = {}
-            for split, strategy in (
-                ("train", "official"),
-                ("val", self.val_strategy),
-                ("test", self.test_strategy),
-            ):
-                folder = image_folder.split_folder(root, split)
-                if folder is None and strategy == "official":
-                    raise DataError(
-                        f"no {split} split: {root / split} not found. Set data.{split}_strategy=split to "
-                        f"carve one out of train (grouped by patient)"
-                    )
-                if folder is not None:  # listed (and cached) whatever the strategy: one cache per folder
-                    splits[split] = image_folder.list_split(root, folder, self.class_names)
-                    _warn_unknown_classes(folder, self.class_names)
-            self._index = root, splits
-        return self._index
-
-    def _decode(self) -> DecodedImages:
-        root, splits = self._folders()
-        files = [name for split in splits.values() for name in split.files]
-        result = load_or_decode(root, files, self.image_size, self.cache_dir, self.decode_workers, self.max_pixels)
-        self.decoded += result.decoded
-        return result
-
-    def _report_bad(self, root: Path, result: DecodedImages) -> None:
-        if not result.bad:
-            return
-        shown = "; ".join(f"{root / name} ({reason})" for name, reason in result.bad[:_SHOWN_BAD])
-        more = f"; and {len(result.bad) - _SHOWN_BAD} more" if len(result.bad) > _SHOWN_BAD else ""
-        total = len(result.bad) + len(result.files)
-        message = f"{len(result.bad)} of {total} files are not readable images: {shown}{more}"
-        if self.on_bad_file == "fail":
-            raise DataError(f"{message}. Set data.on_bad_file=skip to train without them")
-        log.warning("%s. Skipping them (data.on_bad_file=skip)", message)
-
-    def _assign_splits(self, readable: dict[str, FolderSplit]) -> dict[str, FolderSplit]:
-        """Official folders as they are; carved splits taken out of train, test first, then validation.
-        With `num_folds`, validation is fold `fold` of train's patient-grouped, stratified folds."""
-        pools = {"train": readable["train"]}
-        for split, strategy, fraction in (
-            ("test", self.test_strategy, self.test_fraction),
-            ("val", "folds" if self.num_folds else self.val_strategy, self.val_fraction),
-        ):
-            if strategy == "official":
-                pools[split] = readable[split]
-                continue
-            train = pools["train"]
-            patients = [patient_id(f) for f in train.files]
-            if strategy == "folds":
-                keep, held = cross_validation_fold(train.labels, self.num_folds, self.fold, self.split_seed, patients)
-            elif strategy == "earliest":
-                keep, held = earliest_split(train.labels, patients, fraction)
-            else:
-                keep, held = grouped_split(train.labels, patients, fraction, seed=self.split_seed)
-            pools[split] = FolderSplit([train.files[i] for i in held], [train.labels[i] for i in held])
-            pools["train"] = FolderSplit([train.files[i] for i in keep], [train.labels[i] for i in keep])
-        return {name: pools[name] for name in image_folder.SPLITS}
-
-    def _describe(self, labels: list[int]) -> str:
-        counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=self.num_classes).tolist()
-        return "(" + ", ".join(f"{n} {c}" for n, c in zip(counts, self.class_names, strict=True)) + ")"
+        splits = {}
+        for split, strategy in (("train", "official"), ("val", self.val_strategy), ("test", self.test_strategy)):
+            folder = image_folder.split_folder(root, split)
+            if folder is None and strategy == "official":
+                raise DataError(
+                    f"no {split} split: {root / split} not found. Set data.{split}_strategy=split to "
+                    f"carve one out of train (grouped by patient)"
+                )
+            if folder is not None:  # listed (and cached) whatever the strategy: one cache per folder
+                listed = image_folder.list_split(root, folder, classes)
+                _warn_unknown_classes(folder, classes)
+                splits[split] = ImageSplit(listed.files, listed.labels, [patient_id(f) for f in listed.files])
+        if self.labels == "pathogen":
+            return Listing(root, PATHOGEN_CLASSES, {name: pathogen_labels(root, s) for name, s in splits.items()})
+        return Listing(root, classes, splits)
 
 
 def positive_last(names: list[str], positive: str | None, folder: Path) -> list[str]:
@@ -250,14 +162,35 @@ def _warn_unknown_classes(folder: Path, classes: list[str]) -> None:
         )
 
 
-def _readable(split: FolderSplit, row: dict[str, int]) -> FolderSplit:
-    keep = [i for i, name in enumerate(split.files) if name in row]
-    return FolderSplit([split.files[i] for i in keep], [split.labels[i] for i in keep])
+def check_pathogen_folders(train_folder: Path, classes: list[str]) -> None:
+    """The pathogen is read from the file names of PNEUMONIA/, against NORMAL/: those must be the classes."""
+    if sorted(name.upper() for name in classes) != ["NORMAL", "PNEUMONIA"]:
+        raise DataError(
+            f"data.labels=pathogen needs the class folders NORMAL and PNEUMONIA (it reads bacterial and viral "
+            f"pneumonia from the file names in PNEUMONIA/); {train_folder} has {', '.join(classes)}"
+        )
 
 
-def _check_choice(name: str, value: object, choices: tuple) -> None:
-    if value not in choices:
-        raise DataError(f"{name}={value} is not one of {', '.join(map(str, choices))}")
+def pathogen_labels(root: Path, split: ImageSplit) -> ImageSplit:
+    """`split` (NORMAL = 0, PNEUMONIA = 1) labelled NORMAL (0), BACTERIAL (1) or VIRAL (2).
+
+    A pneumonia image's pathogen is in its file name (`person1_bacteria_1.jpeg`, `person1_virus_6.jpeg`); one
+    whose name says neither cannot be labelled and is an error naming it. The split keeps the folder labels as
+    its strata, so carved validation and test splits are the patients of the two-class task's.
+    """
+    labels, unnamed = [], []
+    for name, folder_label in zip(split.files, split.labels, strict=True):
+        found = _PATHOGEN.search(PurePath(name).stem) if folder_label == 1 else None
+        if folder_label == 1 and found is None:
+            unnamed.append(name)
+        labels.append(0 if found is None else 1 if found.group(1).lower() == "bacteria" else 2)
+    if unnamed:
+        shown = ", ".join(str(root / name) for name in unnamed[:3])
+        raise DataError(
+            f"data.labels=pathogen: {len(unnamed)} pneumonia images do not name their pathogen (_bacteria_ or "
+            f"_virus_) in their file name: {shown}{', ...' if len(unnamed) > 3 else ''}"
+        )
+    return ImageSplit(split.files, labels, split.patients, strata=split.labels)
 
 
 KAGGLE_HANDLE = "paultimothymooney/chest-xray-pneumonia"

@@ -62,10 +62,19 @@ def cache_key(root: Path, files: Sequence[str], size: int, max_pixels: int = MAX
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def cache_path(cache_dir: Path, root: Path, files: Sequence[str], size: int, max_pixels: int = MAX_PIXELS) -> Path:
-    """`<cache_dir>/<folder>-<hash of its path>_<size>px_<content key>.pt`."""
-    place = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
-    return Path(cache_dir) / f"{root.name}-{place}_{size}px_{cache_key(root, files, size, max_pixels)}.pt"
+def cache_path(
+    cache_dir: Path,
+    root: Path,
+    files: Sequence[str],
+    size: int,
+    max_pixels: int = MAX_PIXELS,
+    source: Path | None = None,
+) -> Path:
+    """`<cache_dir>/<source>-<hash of its path>_<size>px_<content key>.pt`; the source is the data set's folder
+    unless given (a table of images, so two tables in one folder keep a cache each)."""
+    source = root if source is None else source
+    place = hashlib.sha256(str(source.resolve()).encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"{source.name}-{place}_{size}px_{cache_key(root, files, size, max_pixels)}.pt"
 
 
 def decode_all(
@@ -102,11 +111,13 @@ def load_or_decode(
     cache_dir: Path | None,
     workers: int | None = None,
     max_pixels: int = MAX_PIXELS,
+    source: Path | None = None,
 ) -> DecodedImages:
-    """The decoded `files`, read from the cache when it matches them and is intact, else decoded (and cached)."""
+    """The decoded `files`, read from the cache when it matches them and is intact, else decoded (and cached);
+    the cache is named after `source` (default: `root`)."""
     if cache_dir is None:
         return decode_all(root, files, size, workers, max_pixels)
-    path = cache_path(cache_dir, root, files, size, max_pixels)
+    path = cache_path(cache_dir, root, files, size, max_pixels, source)
     if path.exists():
         try:
             return _read(path)

@@ -6,8 +6,11 @@ here a resample is a row of multiplicities (how often each example was drawn), s
 resample is a weighted sum computed for a block of resamples at once, without copying the data.
 
 Multi-class sensitivity, specificity and AUROC are macro averages over classes (one-vs-rest), as in the
-training metrics. A resample without positives or negatives of a class has no AUROC for it; such
-resamples are left out of that interval (they are rare unless a class has a handful of examples).
+training metrics; multi-class tasks also get macro precision and F1, and every class's precision, recall,
+specificity, F1 and AUROC (`PER_CLASS`, keyed `<metric>/<class index>`), from the same resamples. A resample
+without positives or negatives of a class has no recall, specificity or AUROC for it; such resamples are
+left out of that interval (they are rare unless a class has a handful of examples). Binary tasks compute
+the four metrics of the positive class alone.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from medlit.evaluation.calibration import brier_score, expected_calibration_erro
 from medlit.evaluation.predictions import predicted_labels
 
 METRICS = ("acc", "auroc", "recall", "specificity", "ece", "brier")  # recall is sensitivity
+PER_CLASS = ("precision", "recall", "specificity", "f1", "auroc")
 _BLOCK_ELEMENTS = 4_000_000  # multiplicities held in memory at once (32 MB of float64)
 
 
@@ -43,25 +47,39 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
 
 def metric_values(probs: np.ndarray, target: np.ndarray, threshold: float, weights: np.ndarray) -> dict:
     """Accuracy, AUROC, recall (sensitivity), specificity, expected calibration error and Brier score for each
-    row of example weights (B, N)."""
+    row of example weights (B, N); multi-class tasks also macro precision and F1, and each class's `PER_CLASS`
+    metrics as `<metric>/<class index>`.
+
+    A class never predicted has precision 0, and F1 0 when it is neither present nor predicted, as
+    scikit-learn's `zero_division=0` reports them."""
     target = np.asarray(target)
     predicted = predicted_labels(probs, threshold)
     classes = [1] if probs.ndim == 1 else range(probs.shape[1])
-    sens, spec, auroc = [], [], []
+    per_class: dict[str, list[np.ndarray]] = {name: [] for name in PER_CLASS}
     with np.errstate(invalid="ignore", divide="ignore"):
         for c in classes:
             is_c, said_c = target == c, predicted == c
-            sens.append(weights @ (is_c & said_c) / (weights @ is_c))
-            spec.append(weights @ (~is_c & ~said_c) / (weights @ ~is_c))
-            auroc.append(weighted_auroc(probs if probs.ndim == 1 else probs[:, c], is_c, weights))
-        return {
+            hits, present = weights @ (is_c & said_c), weights @ is_c
+            per_class["recall"].append(hits / present)
+            per_class["specificity"].append(weights @ (~is_c & ~said_c) / (weights @ ~is_c))
+            per_class["auroc"].append(weighted_auroc(probs if probs.ndim == 1 else probs[:, c], is_c, weights))
+            if probs.ndim == 2:
+                said = weights @ said_c
+                per_class["precision"].append(np.where(said > 0, hits / said, 0.0))
+                per_class["f1"].append(np.where(present + said > 0, 2 * hits / (present + said), 0.0))
+        values = {
             "acc": weights @ (predicted == target) / weights.sum(axis=1),
-            "auroc": _mean(auroc),
-            "recall": _mean(sens),
-            "specificity": _mean(spec),
+            "auroc": _mean(per_class["auroc"]),
+            "recall": _mean(per_class["recall"]),
+            "specificity": _mean(per_class["specificity"]),
             "ece": expected_calibration_error(probs, target, weights=weights),
             "brier": brier_score(probs, target, weights=weights),
         }
+    if probs.ndim == 2:
+        values["precision"], values["f1"] = np.mean(per_class["precision"], axis=0), np.mean(per_class["f1"], axis=0)
+        for name, rows in per_class.items():
+            values.update({f"{name}/{c}": row for c, row in enumerate(rows)})
+    return values
 
 
 def _mean(per_class: list[np.ndarray]) -> np.ndarray:
@@ -78,7 +96,8 @@ def confidence_intervals(
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals `{metric: (low, high)}` at confidence `level` for `METRICS`.
+    """Percentile bootstrap intervals `{metric: (low, high)}` at confidence `level` for every metric
+    `metric_values` gives: `METRICS`, and for multi-class tasks the per-class and macro ones too.
 
     `probs` are P(positive) of shape (N,) for binary tasks or class probabilities (N, C); the same
     `seed` gives the same intervals.
@@ -89,14 +108,14 @@ def confidence_intervals(
     n = len(target)
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_ELEMENTS // max(n, 1))
-    values: dict[str, list[np.ndarray]] = {name: [] for name in METRICS}
+    values: dict[str, list[np.ndarray]] = {}
     for start in range(0, resamples, block):
         weights = rng.multinomial(n, np.full(n, 1 / n), size=min(block, resamples - start)).astype(np.float64)
         for name, value in metric_values(probs, target, threshold, weights).items():
-            values[name].append(value)
+            values.setdefault(name, []).append(value)
     tail = 100 * (1 - level) / 2
     intervals = {}
-    for name in METRICS:
+    for name in values:
         draws = np.concatenate(values[name])
         draws = draws[np.isfinite(draws)]
         low, high = np.percentile(draws, [tail, 100 - tail]) if len(draws) else (np.nan, np.nan)

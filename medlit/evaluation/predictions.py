@@ -61,15 +61,24 @@ def predicted_labels(probs: np.ndarray, threshold: float) -> np.ndarray:
     return (probs >= threshold).astype(np.int64) if probs.ndim == 1 else probs.argmax(axis=1)
 
 
-def prediction_rows(predictions: Predictions, class_names: list[str], threshold: float | None) -> list[dict]:
-    """One row per example: its index in the split, true class, probabilities and predicted class."""
+def prediction_rows(
+    predictions: Predictions,
+    class_names: list[str],
+    threshold: float | None,
+    identity: list[dict[str, str]] | None = None,
+) -> list[dict]:
+    """One row per example: its index in the split, what identifies it (`identity[i]`, e.g. its file), its true
+    class, probabilities and predicted class."""
     probs, target = predictions.probs, predictions.target
+    if identity is not None and len(identity) != len(target):
+        raise ValueError(f"{len(identity)} rows identify the examples of a split of {len(target)}")
     predicted = predicted_labels(probs, 0.5 if threshold is None else threshold)
     columns = [f"p_{class_names[1]}"] if probs.ndim == 1 else [f"p_{name}" for name in class_names]
     values = probs.reshape(len(target), -1)
     return [
         {
             "index": i,
+            **(identity[i] if identity is not None else {}),
             "target": int(target[i]),
             **dict(zip(columns, values[i].tolist(), strict=True)),
             "predicted": int(predicted[i]),

@@ -1,6 +1,7 @@
 """Explanations of a trained model's decisions on chosen examples of a split (what `medlit explain` writes).
 
-Images: Grad-CAM heat maps, LIME superpixel weights and the first feature maps of each convolutional block.
+Images: Grad-CAM heat maps (of the predicted class, and for multi-class tasks of every class side by side),
+LIME superpixel weights and the first feature maps of each convolutional block.
 Text: Integrated Gradients token attributions as highlighted HTML. The examples are the most confident true
 and false positives and negatives (binary tasks) or right and wrong predictions (multi-class), or the
 `indices` given. Outputs go to `<run dir>/explain/` and its TensorBoard log.
@@ -102,8 +103,9 @@ def methods_for(requested: list[str] | None, is_text: bool) -> list[str]:
 
 @dataclass
 class Explanations:
-    """Figures by name (`gradcam`, `lime`, `activations`, and `gradcam/<group>_<index>` per example), the
-    Integrated Gradients page for text, and a Markdown summary of it for TensorBoard."""
+    """Figures by name (`gradcam`, `lime`, `activations`, `gradcam/<group>_<index>` per example and, for
+    multi-class tasks, `gradcam_per_class`), the Integrated Gradients page for text, and a Markdown summary of
+    it for TensorBoard."""
 
     examples: list[Example]
     figures: dict[str, Figure] = field(default_factory=dict)
@@ -148,6 +150,9 @@ def explain_examples(
         for example, image, example_heat, title in zip(chosen, _images(inputs), heat, titles, strict=True):
             fig = figures.explanation_grid([image], [example_heat], [title], 1, "Grad-CAM")
             result.figures[f"gradcam/{example.group}_{example.index}"] = fig
+        if not model.binary:
+            probs = predictions.probs[[e.index for e in chosen]]
+            result.figures["gradcam_per_class"] = _cam_per_class(model, inputs, name, titles, names, probs)
     if "lime" in methods:
         weights = [
             attribution.lime(model, image, example.predicted, lime_segments, lime_samples, seed).numpy()
@@ -182,6 +187,19 @@ def write_explanations(result: Explanations, output_dir: Path, loggers: list = (
     for logger in tensorboards:
         logger.finalize("success")
     log.info("Explanations of %d examples written to %s", len(result.examples), output_dir)
+
+
+def _cam_per_class(
+    model: Classifier, inputs: Tensor, layer: str, titles: list[str], names: list[str], probs: np.ndarray
+) -> Figure:
+    """Every example's Grad-CAM of every class side by side: where the network finds evidence for each."""
+    per_class = [
+        attribution.grad_cam(model, inputs, torch.full((len(inputs),), c, device=inputs.device), layer).cpu().numpy()
+        for c in range(len(names))
+    ]
+    maps = [[heat[i] for heat in per_class] for i in range(len(inputs))]
+    cells = [[f"{name} ({p:.2f})" for name, p in zip(names, row, strict=True)] for row in probs]
+    return figures.class_map_grid(_images(inputs), maps, titles, cells, f"Grad-CAM ({layer}) of each class")
 
 
 def _images(inputs: Tensor) -> list[np.ndarray]:

@@ -54,6 +54,34 @@ def explanation_grid(
     return fig
 
 
+def class_map_grid(
+    images: Sequence[np.ndarray],
+    maps: Sequence[Sequence[np.ndarray]],
+    row_titles: Sequence[str],
+    cell_titles: Sequence[Sequence[str]],
+    title: str,
+) -> Figure:
+    """One row per example: the image, then one heat map in [0, 1] over it per class (`maps[i][c]`), each panel
+    titled by `cell_titles[i][c]`."""
+    rows, classes = len(images), max(len(m) for m in maps)
+    fig = Figure(figsize=(1.9 * (classes + 1), 2.0 * rows + 0.6))
+    axes = np.atleast_2d(fig.subplots(rows, classes + 1, squeeze=False))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (image, heats) in enumerate(zip(images, maps, strict=True)):
+        shown, cmap = _grey(image)
+        axes[i, 0].imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+        axes[i, 0].set_title(row_titles[i], fontsize=7, loc="left")
+        for c, heat in enumerate(heats):
+            ax = axes[i, c + 1]
+            ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(heat, cmap="jet", vmin=0, vmax=1, alpha=0.45, interpolation="bilinear")
+            ax.set_title(cell_titles[i][c], fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _signed_overlay(weights: np.ndarray, limit: float) -> np.ndarray:
     """RGBA: green where `weights` > 0, red where < 0, opaque in proportion to |weight| / limit."""
     strength = np.clip(np.abs(weights) / limit, 0, 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from medlit.evaluation.calibration import calibrate
@@ -61,7 +61,16 @@ def build_classifier(
     cfg: DictConfig, num_classes: int, class_names: list[str], run_config: dict | None = None
 ) -> Classifier:
     """The Classifier for `cfg`, with the network, optimiser and scheduler its groups describe (none where
-    the group is null) and `run_config` (default: `cfg` resolved) kept for its checkpoints."""
+    the group is null) and `run_config` (default: `cfg` resolved) kept for its checkpoints.
+
+    A data config that leaves `num_classes` (and `classes`) null, to be read from the data, gets the data's
+    here, so the network's `${data.num_classes}` is a number and the run's stored config names its classes.
+    """
+    with open_dict(cfg):
+        if cfg.data.get("num_classes", 0) is None:
+            cfg.data.num_classes = num_classes
+        if "classes" in cfg.data and cfg.data.classes is None:
+            cfg.data.classes = [str(name) for name in class_names]
     factory = instantiate(cfg.classifier, _partial_=True, _convert_="all")
     return factory(
         net=instantiate(cfg.model),

@@ -35,6 +35,7 @@ ALLOWED_TARGETS = frozenset(
     {
         "medlit.data.medmnist.MedMNISTDataModule",
         "medlit.data.chest_xray.ChestXrayDataModule",
+        "medlit.data.image_table.ImageTableDataModule",
         "medlit.data.imdb.IMDBDataModule",
         "medlit.data.augment.RandomAffineBatch",
         "medlit.models.BaselineCNN",
