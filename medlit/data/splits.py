@@ -1,4 +1,4 @@
-"""Validation splits carved from training data: stratified by class, grouped by patient, seeded.
+"""Validation splits carved from training data: stratified by class, grouped by patient or film, seeded.
 
 The seed is the data's split seed, not the run's, so repeated seeds train and validate on the same split.
 """
@@ -60,6 +60,38 @@ def grouped_split(
                 break
             held += members[group]
             taken += len(members[group])
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def mixed_grouped_split(
+    labels: Sequence[int], groups: Sequence[Hashable], fraction: float, seed: int = 0
+) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): whole groups held out until about `fraction` of each class is, where a group
+    may hold examples of several classes (a film's positive and negative reviews).
+
+    Groups are visited in a seeded random order, and each is held out if that brings every class's held-out
+    count closer, in sum, to `fraction` of that class; the class ratio of both sides stays that of `labels`
+    to within about one group's size.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    classes = sorted(set(labels))
+    totals = Counter(labels)
+    target = np.array([fraction * totals[c] for c in classes])
+    held_counts = np.zeros(len(classes))
+    names = sorted(members, key=str)
+    random.Random(seed).shuffle(names)
+    held: list[int] = []
+    for group in names:
+        counts = Counter(labels[i] for i in members[group])
+        after = held_counts + np.array([counts[c] for c in classes])
+        if np.abs(after - target).sum() < np.abs(held_counts - target).sum():
+            held += members[group]
+            held_counts = after
     held_set = set(held)
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
