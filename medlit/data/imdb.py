@@ -248,7 +248,7 @@ class IMDBDataModule(ClassificationDataModule):
         test_labels = torch.tensor([label for _, label, _ in listing["test"]])
         labels = {"train": train_labels[keep], "val": train_labels[held_out], "test": test_labels[test_order]}
 
-        self.cache_path = self.cache_dir / f"imdb_{self._cache_key(listing)}.pt"
+        self.cache_path = self.cache_dir / f"imdb_{self._cache_key(listing, held_out)}.pt"
         if self.cache_path.exists():
             if not load:
                 return None
@@ -383,8 +383,10 @@ class IMDBDataModule(ClassificationDataModule):
             reviews += sorted(found)
         return reviews
 
-    def _cache_key(self, listing: dict[str, list]) -> str:
-        """A digest of everything the tokenised tensors depend on: settings, vocabulary and review files."""
+    def _cache_key(self, listing: dict[str, list], held_out: Tensor) -> str:
+        """A digest of everything the tokenised tensors depend on: settings, vocabulary, review files and the
+        validation split itself (its reviews in their order), so a split drawn differently is never read back
+        with the tensors of another."""
         files = [
             (split, str(path.relative_to(self.root)), stat) for split in listing for path, _, stat in listing[split]
         ]
@@ -398,6 +400,7 @@ class IMDBDataModule(ClassificationDataModule):
             "folds": [self.num_folds, self.fold] if self.num_folds else None,
             "split_seed": self.split_seed,
             "films": self.url_files,
+            "held_out": hashlib.sha256(held_out.numpy().tobytes()).hexdigest(),
             "files": files,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
