@@ -142,22 +142,23 @@ def test_every_text_network_starts_from_word_vectors_where_it_has_them(net):
 
 
 def test_naive_bayes_weights_are_log_count_ratios_of_the_reviews_holding_each_word():
-    net = FastText(vocab_size=6, num_classes=2, embed_dim=2, ngrams=1, naive_bayes=True, alpha=1.0)
-    ids = torch.tensor([[2, 3, 3, 0], [2, 4, 0, 0]])
+    net = FastText(vocab_size=7, num_classes=2, embed_dim=2, ngrams=1, naive_bayes=True, alpha=1.0)
+    ids = torch.tensor([[2, 3, 3, 5], [2, 4, 0, 0]])
     net.initialise_from_training_data(ids, torch.tensor([1, 0]))
-    # reviews holding each word, plus 1: positive 2:2, 3:2, 4:1 (of 5); negative 2:2, 3:1, 4:2 (of 5)
-    expected = [0.0, 0.0, 0.0, math.log(2), -math.log(2), 0.0]  # [PAD], [UNK] and word 5 never seen
+    # reviews holding each word, plus 1: positive 2:2, 3:2, 4:1, 5:2 (of 7); negative 2:2, 3:1, 4:2, 5:1 (of 6)
+    r2, r3, r4 = math.log(6 / 7), math.log(12 / 7), math.log(3 / 7)
+    expected = [0.0, 0.0, r2, r3, r4, r3, 0.0]  # [PAD], [UNK] and word 6 never seen
     assert net.log_ratios.tolist() == pytest.approx(expected, abs=1e-6)
     assert "log_ratios" in net.state_dict(), "checkpoints keep the weights"
 
     table, out = net.embedding.weight, net.out
     with torch.no_grad():
-        got = net(torch.tensor([[3, 3, 3, 4], [5, 0, 0, 0]]))
-        counted = (3 * math.log(2) * table[3] - math.log(2) * table[4]) / 4
+        got = net(torch.tensor([[3, 3, 3, 4], [6, 0, 0, 0]]))
+        counted = (3 * r3 * table[3] + r4 * table[4]) / 4
         assert torch.allclose(got[0], out(counted), atol=1e-6)
         assert torch.allclose(got[1], out.bias), "words never seen in training weigh nothing"
         net.binary = True
-        binary = (math.log(2) * table[3] - math.log(2) * table[4]) / 2
+        binary = (r3 * table[3] + r4 * table[4]) / 2
         assert torch.allclose(net(torch.tensor([[3, 3, 3, 4]]))[0], out(binary), atol=1e-6)
 
 
