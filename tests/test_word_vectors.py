@@ -108,11 +108,10 @@ def test_bad_pretraining_settings_are_explained(tmp_path, kwargs, expected):
         IMDBDataModule(data_dir=str(tmp_path), **kwargs)
 
 
-def test_unlabelled_reviews_that_are_missing_are_named(imdb_dir, tmp_path):
-    dm = IMDBDataModule(
-        data_dir=str(imdb_dir), cache_dir=str(tmp_path), use_unlabelled=True, word_vectors={"dim": 4}
-    )
-    with pytest.raises(DataError, match=f"{imdb_dir / 'aclImdb' / 'train' / 'unsup'} not found: data.use_unl"):
+def test_unlabelled_reviews_that_are_missing_are_named(tmp_path):
+    write_aclimdb(tmp_path, per_class={"train": 8, "test": 2})
+    dm = IMDBDataModule(data_dir=str(tmp_path), use_unlabelled=True, word_vectors={"dim": 4})
+    with pytest.raises(DataError, match=f"{tmp_path / 'aclImdb' / 'train' / 'unsup'} not found: data.use_unl"):
         dm.pretrained_word_vectors()
 
 
@@ -163,12 +162,11 @@ def test_naive_bayes_weights_are_log_count_ratios_of_the_reviews_holding_each_wo
 
 
 def test_a_naive_bayes_run_weighs_sentiment_words_up_and_filler_down(train_config, tmp_path):
-    train(
-        train_config(
-            "data=imdb", "model=fasttext", "model.naive_bayes=true", "model.binary=true", "model.ngrams=1",
-            "data.max_len=32", "data.batch_size=16", "trainer.max_epochs=2", "optimizer.lr=0.05", "logger=csv",
-        )  # fmt: skip
-    )
+    run = [
+        "data=imdb", "model=fasttext", "model.naive_bayes=true", "model.binary=true", "model.ngrams=1",
+        "data.max_len=32", "data.batch_size=16", "trainer.max_epochs=2", "optimizer.lr=0.05", "logger=csv",
+    ]  # fmt: skip
+    train(train_config(*run))
     checkpoint = torch.load(best_checkpoint(tmp_path / "run"), weights_only=True)
     ratios = checkpoint["state_dict"]["net.log_ratios"]
     vocabulary = imdb.Tokenizer.from_str(checkpoint["IMDBDataModule"]["tokenizer"]).get_vocab()

@@ -86,6 +86,7 @@ def mixed_grouped_split(
     names = sorted(members, key=str)
     random.Random(seed).shuffle(names)
     counts = {g: np.array([sum(labels[i] == c for i in members[g]) for c in classes]) for g in names}
+
     def distance(held: np.ndarray) -> float:
         return float(np.abs(held - target).sum())
 
