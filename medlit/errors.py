@@ -25,6 +25,11 @@ class UnreadableInput(DataError):
     """One input file (an image, a review) that cannot be read; the message names it and says why."""
 
 
+class UntrustedInput(MedlitError):
+    """A file from elsewhere (a checkpoint, an upload, an archive) asks for something medlit refuses to do: run
+    code, build an object it does not know, or allocate beyond a limit."""
+
+
 def require_extra(extra: str, *modules: str) -> None:
     """Refuse, in one line naming the pip extra, a feature whose optional packages are not installed."""
     missing = [name for name in modules if importlib.util.find_spec(name) is None]

@@ -5,24 +5,31 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
+from omegaconf import OmegaConf
+from PIL import Image
 
 from medlit.cli.compare import main
 from medlit.errors import MedlitError
 from medlit.evaluation.compare import (
     Run,
     aggregate,
+    compare,
     comparison_table,
     differing_keys,
     load_runs,
     markdown_table,
+    roc_overlay,
     summary_markdown,
 )
-from tests.conftest import FAST, run_train
+from tests.conftest import FAST, train_in_process
 
 
+@pytest.mark.slow
 def test_a_two_run_sweep_is_compared_with_the_learning_rate_that_differs(two_run_multirun, tmp_path, capsys):
     main([str(two_run_multirun), "-o", str(tmp_path / "out")])
     printed = capsys.readouterr().out
@@ -40,6 +47,7 @@ def test_a_two_run_sweep_is_compared_with_the_learning_rate_that_differs(two_run
     assert (tmp_path / "out" / "comparison.md").read_text() in printed
 
 
+@pytest.mark.slow
 def test_runs_given_one_by_one_and_a_failed_job_left_out(two_run_multirun, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     shutil.copytree(two_run_multirun, sweep)
@@ -99,14 +107,16 @@ def test_runs_differing_only_in_seed_are_summarised_as_mean_and_sd():
     ]
 
 
-def test_a_three_seed_sweep_is_summarised(tmp_path_factory, medmnist_dir, tmp_path, capsys):
+@pytest.mark.slow
+def test_a_three_seed_sweep_is_summarised(tmp_path_factory, medmnist_dir, tmp_path, capsys, monkeypatch):
     logs = tmp_path_factory.mktemp("seeds")
-    result = run_train(
-        "-m", "seed=1,2,3", f"data.data_dir={medmnist_dir}", *FAST, "model=baseline_cnn", "model.filters=8",
-        "trainer.max_epochs=1", f"paths.log_dir={logs}", cwd=logs,
+    monkeypatch.chdir(logs)
+    train_in_process(
+        monkeypatch, "-m", "seed=1,2,3", f"data.data_dir={medmnist_dir}", *FAST, "model=baseline_cnn",
+        "model.filters=8", "trainer.max_epochs=1", f"paths.log_dir={logs}",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     (multirun,) = (logs / "train" / "multiruns").iterdir()
+    capsys.readouterr()
     main([str(multirun), "-o", str(tmp_path / "out")])
     printed = capsys.readouterr().out
     aurocs = [json.loads((multirun / job / "metrics.json").read_text())["test/auroc"] for job in "012"]
@@ -118,3 +128,72 @@ def test_a_three_seed_sweep_is_summarised(tmp_path_factory, medmnist_dir, tmp_pa
     assert float(row["AUROC sd"]) == pytest.approx(np.std(aurocs, ddof=1))
     assert "Mean ± sd over seed, data.fold:" in printed
     assert (tmp_path / "out" / "summary.md").read_text() in printed
+
+
+def write_run(job: Path, config: dict, metrics: dict, predictions: list[tuple[int, float]] | None = None) -> Path:
+    """A finished run as training leaves it: `.hydra/config.yaml`, metrics.json and predictions_test.csv."""
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    if predictions is not None:
+        rows = "".join(f"{i},{target},{p},{int(p >= 0.5)}\n" for i, (target, p) in enumerate(predictions))
+        (job / "predictions_test.csv").write_text("index,target,p_pneumonia,predicted\n" + rows)
+    return job
+
+
+def test_compare_over_the_named_settings_summarises_them_as_replicates(tmp_path, capsys):
+    """Four runs: two seeds on each of two validation splits. By default (`--over seed,data.fold`) the two splits
+    are two groups; `--over seed,data.split_seed` makes all four replicates of one set-up."""
+    sweep = tmp_path / "sweep"
+    aurocs = {(1, 0): 0.80, (2, 0): 0.90, (1, 1): 0.70, (2, 1): 0.60}
+    for job, ((seed, split), auroc) in enumerate(aurocs.items()):
+        config = {"seed": seed, "data": {"split_seed": split}, "optimizer": {"lr": 0.001}}
+        write_run(sweep / str(job), config, {"test/auroc": auroc, "test/acc": 0.5 + job / 10})
+
+    main([str(sweep), "-o", str(tmp_path / "default")])
+    with open(tmp_path / "default" / "summary.csv") as handle:
+        groups = list(csv.DictReader(handle))
+    assert [(g["data.split_seed"], g["runs"]) for g in groups] == [("0", "2"), ("1", "2")]
+    assert [float(g["AUROC mean"]) for g in groups] == [pytest.approx(0.85), pytest.approx(0.65)]
+    assert [float(g["AUROC sd"]) for g in groups] == [pytest.approx(0.0707107), pytest.approx(0.0707107)]
+
+    capsys.readouterr()
+    main([str(sweep), "-o", str(tmp_path / "over"), "--over", "seed,data.split_seed"])
+    printed = capsys.readouterr().out
+    with open(tmp_path / "over" / "summary.csv") as handle:
+        (row,) = csv.DictReader(handle)
+    assert "data.split_seed" not in row and row["runs"] == "4"
+    assert float(row["AUROC mean"]) == pytest.approx(0.75)
+    assert float(row["AUROC sd"]) == pytest.approx(0.1290994)  # sqrt((.05² + .15² + .05² + .15²) / 3)
+    assert float(row["accuracy mean"]) == pytest.approx(0.65)
+    assert "Mean ± sd over seed, data.split_seed:" in printed
+    assert "| 4 | 0.750 ± 0.129 | 0.650 ± 0.129 |" in printed
+
+
+def drawn(line) -> list[tuple[float, float]]:
+    return list(zip(line.get_xdata().tolist(), line.get_ydata().tolist(), strict=True))
+
+
+def test_the_roc_overlay_draws_every_runs_test_curve(tmp_path):
+    """Each run's curve through its own ROC points (worked out by hand), labelled with the setting that differs and
+    its AUROC, in its own colour in the written PNG."""
+    sweep = tmp_path / "sweep"
+    overlapping = [(1, 0.9), (0, 0.8), (1, 0.4), (0, 0.3)]  # one positive ranked below a negative: AUROC 3/4
+    separated = [(1, 0.9), (0, 0.2), (1, 0.8), (0, 0.1)]
+    write_run(sweep / "0", {"optimizer": {"lr": 0.001}}, {"test/auroc": 0.75}, overlapping)
+    write_run(sweep / "1", {"optimizer": {"lr": 0.003}}, {"test/auroc": 1.0}, separated)
+    figure = roc_overlay(load_runs([sweep]))
+    first, second, chance = figure.axes[0].get_lines()
+    # ROC points, one per threshold from the highest score down: (false positive rate, true positive rate)
+    assert drawn(first) == [(0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1)]  # every point is a corner
+    points, corners = [(0, 0), (0, 0.5), (0, 1), (0.5, 1), (1, 1)], [(0, 0), (0, 1), (1, 1)]
+    assert set(corners) <= set(drawn(second)) <= set(points) and drawn(second) == sorted(drawn(second))
+    assert first.get_label() == "0: lr=0.001 (AUROC 0.750)" and second.get_label() == "1: lr=0.003 (AUROC 1.000)"
+    assert chance.get_xdata().tolist() == [0, 1] and chance.get_linestyle() == "--"
+
+    compare([sweep], tmp_path / "out")
+    with Image.open(tmp_path / "out" / "roc_overlay.png") as png:
+        pixels = np.asarray(png.convert("RGB")).reshape(-1, 3).astype(int)
+    for colour in (first.get_color(), second.get_color()):
+        rgb = (np.array(to_rgb(colour)) * 255).round()
+        assert (np.abs(pixels - rgb).max(axis=1) <= 2).sum() > 200, f"no curve drawn in {colour}"

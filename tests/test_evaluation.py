@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import shutil
 
@@ -17,12 +18,14 @@ from medlit.cli.eval import evaluate_checkpoint
 from medlit.cli.eval import hydra_main as eval_main
 from medlit.deploy.rebuild import load_run
 from medlit.errors import ConfigError
-from medlit.evaluation.predictions import predict, read_predictions
+from medlit.evaluation.predictions import Predictions, predict, read_predictions
+from medlit.evaluation.report import build_report, figures
 from medlit.evaluation.threshold import choose_threshold
 from medlit.training.checkpoint import load_checkpoint
 from medlit.training.classifier import Classifier
 from medlit.training.run import train
 from tests.conftest import FAST, best_checkpoint, compose_config, launch_in_process
+from tests.helpers import pixel, rendered
 
 INTERVALS = ("acc", "auroc", "recall", "specificity")
 
@@ -62,6 +65,34 @@ def test_training_ends_with_the_report_at_the_threshold_chosen_on_validation(tra
     events.Reload()
     assert {"test/roc", "test/pr", "test/confusion_matrix", "val/confusion_matrix"} <= set(events.Tags()["images"])
     assert {"test/auroc_ci_low", "test/threshold", "hp/test_auroc"} <= set(events.Tags()["scalars"])
+
+
+def _on_segment(p, a, b) -> bool:
+    cross = (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
+    inside = min(a[0], b[0]) <= p[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= p[1] <= max(a[1], b[1])
+    return abs(cross) < 1e-12 and inside
+
+
+def test_the_roc_and_precision_recall_figures_mark_the_operating_point():
+    """Scores ranked by hand: at threshold 0.5, 3 of 4 positives and 1 of 4 negatives are called positive, so the
+    operating point is (FPR 0.25, TPR 0.75), a point of the ROC curve, drawn there as a black dot; precision 3/4."""
+    probs = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.4, 0.2, 0.1])
+    target = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    report = build_report(Predictions(probs, target, 0.0), ["normal", "pneumonia"], "test", 0.5, resamples=10)
+    drawn = figures(report)
+    for name, point in (("roc", (0.25, 0.75)), ("pr", (0.75, 0.75))):
+        ax = drawn[name].axes[0]
+        (marker,) = [line for line in ax.get_lines() if line.get_marker() == "o"]
+        assert (marker.get_xdata()[0], marker.get_ydata()[0]) == pytest.approx(point), name
+        pixels = rendered(drawn[name])
+        assert pixel(pixels, ax, *point).max() < 60, f"no black dot at {point} in the {name} figure"
+        assert pixel(pixels, ax, 0.6, 0.2).min() > 200, "the plot's empty corner is white"
+    roc = drawn["roc"].axes[0]
+    (curve,) = [line for line in roc.get_lines() if line.get_label().startswith("pneumonia")]
+    points = list(zip(curve.get_xdata(), curve.get_ydata(), strict=True))
+    assert any(_on_segment((0.25, 0.75), a, b) for a, b in itertools.pairwise(points)), "the point is off the curve"
+    (label,) = [line.get_label() for line in roc.get_lines() if line.get_marker() == "o"]
+    assert label == "threshold (sens 0.75, spec 0.75)"
 
 
 def test_prediction_uses_the_stored_threshold(trained_run):

@@ -9,20 +9,24 @@ import numpy as np
 import pytest
 import timm
 import torch
+from hydra.utils import instantiate
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from medlit.cli.explain import explain
 from medlit.data.base import ClassificationDataModule
+from medlit.deploy.rebuild import load_run
 from medlit.errors import ConfigError
 from medlit.evaluation.predictions import Predictions
-from medlit.interpret import attribution
+from medlit.interpret import attribution, figures
 from medlit.interpret.explain import choose_examples, explain_examples
 from medlit.models import BaselineCNN
 from medlit.models.text import BiLSTM, TextFFN, TextTransformer
 from medlit.training.classifier import Classifier
-from tests.conftest import best_checkpoint, compose_config
+from tests.conftest import best_checkpoint, compose_config, offline
+from tests.helpers import pixel, rendered
 
 SIZE, PATCH = 48, (slice(6, 18), slice(28, 40))  # a 12 px square in the top right corner
 
@@ -35,7 +39,9 @@ def patch_images(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.
     return torch.from_numpy(images.clip(0, 255).astype(np.uint8)), torch.from_numpy(labels)
 
 
-def test_grad_cam_of_a_trained_cnn_puts_most_heat_on_the_deciding_patch():
+@pytest.fixture(scope="module")
+def patch_model() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
+    """A baseline CNN trained until the bright patch decides its class, and 32 new test images with their labels."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     images, labels = patch_images(128, rng)
@@ -52,13 +58,84 @@ def test_grad_cam_of_a_trained_cnn_puts_most_heat_on_the_deciding_patch():
     with torch.no_grad():
         predicted = model.predict_labels(model.probabilities(model(test_images)))
     assert torch.equal(predicted, test_labels), "the patch decides the class"
+    return model, test_images, test_labels
 
+
+def test_grad_cam_of_a_trained_cnn_puts_most_heat_on_the_deciding_patch(patch_model):
+    model, test_images, test_labels = patch_model
     positives = test_images[test_labels == 1]
     layer = attribution.find_cam_layer(model, positives[:1])
     assert layer == "net.features.4"  # the ReLU after the last convolution, before pooling
     heat = attribution.grad_cam(model, positives, torch.ones(len(positives), dtype=torch.long), layer)
     on_patch = heat[:, PATCH[0], PATCH[1]].sum(dim=(1, 2)) / heat.sum(dim=(1, 2))
     assert on_patch.min() > 0.5, on_patch  # the patch is 6 % of the image
+
+
+def test_lime_paints_the_deciding_patch_green(patch_model):
+    """The superpixels of the bright patch weigh most for the positive class, and the figure paints them green over
+    the image, while a superpixel that weighs nothing stays the grey of the image."""
+    model, test_images, test_labels = patch_model
+    image = test_images[test_labels == 1][0]
+    weights = attribution.lime(model, image, target=1, segments=40, samples=300).numpy()
+    patch = weights[PATCH[0], PATCH[1]]
+    assert np.unravel_index(weights.argmax(), weights.shape) in {(r, c) for r in range(6, 18) for c in range(28, 40)}
+    assert patch.mean() > 0.5 * weights.max()
+
+    shown = image[0].numpy() / 255
+    figure = figures.explanation_grid([shown], [weights], ["tp"], columns=1, title="LIME", diverging=True)
+    pixels = rendered(figure)
+    left, right = figure.axes
+    centre = (PATCH[1].start + 6, PATCH[0].start + 6)
+    grey = pixel(pixels, left, *centre)
+    green = pixel(pixels, right, *centre)
+    assert abs(grey[0] - grey[1]) <= 2 and abs(grey[1] - grey[2]) <= 2, grey  # the bright patch, in grey
+    assert green[1] > green[0] + 50 and green[1] > green[2] + 50, green
+    blank = np.argwhere(weights == 0)
+    if len(blank):  # a superpixel LIME left at zero shows the image alone
+        row, col = blank[len(blank) // 2]
+        assert np.abs(pixel(pixels, right, col, row) - pixel(pixels, left, col, row)).max() <= 2
+
+
+def test_the_activation_figure_shows_each_convolutions_first_feature_maps(trained_run):
+    """Row by row, the figure's panels are the first channels of each convolution's output for the explained image,
+    as a forward hook on the network sees them, labelled with the layer and its map size."""
+    run = load_run(best_checkpoint(trained_run))
+    result = explain_examples(run.model, run.datamodule, methods=["activations"], examples=1, activation_channels=4)
+    image = run.datamodule.test_set[result.examples[0].index][0]
+    outputs = {}
+    convolutions = [(n, m) for n, m in run.model.named_modules() if isinstance(m, nn.Conv2d)]
+    for name, module in convolutions:
+        module.register_forward_hook(lambda module, args, out, name=name: outputs.update({name: out[0].clone()}))
+    with torch.no_grad():
+        run.model.eval()(image.unsqueeze(0))
+    axes = np.array(result.figures["activations"].axes).reshape(len(convolutions), 4)
+    for (name, _), row in zip(convolutions, axes, strict=True):
+        _, height, width = outputs[name].shape
+        assert row[0].get_ylabel() == f"{name}\n{width}×{height}"
+        for channel, ax in enumerate(row):
+            assert np.allclose(ax.images[0].get_array(), outputs[name][channel].numpy(), atol=1e-5), (name, channel)
+
+
+@pytest.mark.parametrize(
+    ("model", "layer", "kind"),
+    [
+        ("densenet121", "net.backbone.features.norm5.act", "the final norm's activation"),
+        ("vgg16", "net.backbone.features.29", "the ReLU after the last convolution (features.28), before pooling"),
+    ],
+)
+def test_grad_cam_layer_of_densenet_and_vgg(model, layer, kind, tmp_path):
+    """The transfer models as their configs build them (random weights), on 64 px images: a 2 x 2 final map."""
+    net = instantiate(offline(compose_config([f"model={model}", "data=chest_xray"], tmp_path)).model)
+    classifier = Classifier(net, num_classes=2).eval()
+    images = torch.randint(0, 256, (2, 1, 64, 64), dtype=torch.uint8)
+    assert attribution.find_cam_layer(classifier, images[:1]) == layer, kind
+    modules = dict(classifier.named_modules())
+    assert isinstance(modules[layer], nn.ReLU)
+    if model == "vgg16":
+        assert isinstance(modules["net.backbone.features.28"], nn.Conv2d)
+        assert not any(isinstance(modules[f"net.backbone.features.{i}"], nn.Conv2d) for i in (29, 30))
+    heat = attribution.grad_cam(classifier, images, torch.tensor([0, 1]), layer)
+    assert heat.shape == (2, 64, 64) and heat.min() >= 0 and heat.max() <= 1
 
 
 @pytest.mark.parametrize(
@@ -187,8 +264,10 @@ def test_explain_writes_grad_cam_lime_and_activations_for_a_trained_run(trained_
     explain(compose_config([f"ckpt_path={best_checkpoint(trained_run)}", *overrides], out, config_name="explain"))
     groups = (out / "examples.csv").read_text().splitlines()[1:]
     assert groups and all(line.split(",")[0] in {"tp", "fp", "tn", "fn"} for line in groups)
-    for name in ("gradcam", "lime", "activations"):
-        assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("gradcam", "lime", "activations"):  # colour maps over grey images: jet, green/red, viridis
+        with Image.open(out / f"{name}.png") as png:
+            pixels = np.asarray(png.convert("RGB")).astype(int)
+        assert (np.ptp(pixels, axis=2) > 60).mean() > 0.01, f"{name}.png shows no colour map"
     assert len(list((out / "gradcam").glob("*.png"))) == len(groups)
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
     events.Reload()

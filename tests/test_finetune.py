@@ -9,7 +9,6 @@ from medlit.errors import MedlitError
 from medlit.models import CustomCNN, TimmNet
 from medlit.training.callbacks import TwoStageFinetuning, layers_from
 from medlit.training.classifier import Classifier
-from medlit.training.run import train
 
 
 @pytest.fixture
@@ -54,23 +53,17 @@ def test_a_network_without_backbone_is_explained():
         TwoStageFinetuning().freeze_before_training(Classifier(CustomCNN(1, 2), num_classes=2))
 
 
-def test_two_stage_run_from_the_config(train_config, tmp_path):
-    cfg = train_config(
-        "data=chest_xray",
-        "model=timm",
-        "model.name=mobilenetv3_small_050",
-        "callbacks=[default,finetune]",
-        "callbacks.finetune.freeze_epochs=1",
-        "callbacks.finetune.unfreeze_from=blocks.4",
-        "callbacks.finetune.backbone_lr_factor=0.5",
-        "optimizer.lr=1e-3",
-        "trainer.max_epochs=2",
-        "callbacks.model_checkpoint.save_top_k=-1",  # keep every epoch's checkpoint
-        "test=false",
-    )
-    train(cfg)
-    checkpoints = tmp_path / "run" / "checkpoints"
-    frozen, unfrozen = (torch.load(checkpoints / f"epoch_00{i}.ckpt", weights_only=True) for i in (0, 1))
-    assert len(frozen["optimizer_states"][0]["param_groups"]) == 1
-    groups = unfrozen["optimizer_states"][0]["param_groups"]
-    assert [g["lr"] for g in groups] == [pytest.approx(1e-3), pytest.approx(5e-4)]
+def test_a_frozen_backbone_still_trains_its_batchnorm_layers(finetuned_mobilenetv2_run):
+    """`train_bn=true` (the default): in the frozen first epoch every BatchNorm layer of the backbone learns its scale
+    and shift and moves its running statistics towards the X-rays' (two batches seen), while every convolution
+    stays as it was."""
+    run, initial = finetuned_mobilenetv2_run
+    first = torch.load(run / "checkpoints" / "epoch_000.ckpt", weights_only=True)["state_dict"]
+    norms = [k.removesuffix(".running_mean") for k in initial if k.endswith(".running_mean")]
+    assert len(norms) == 52 and all(n.startswith("net.backbone.") for n in norms)  # MobileNetV2's BatchNorm layers
+    for norm in norms:
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            assert not torch.equal(initial[f"{norm}.{part}"], first[f"{norm}.{part}"]), f"{norm}.{part}"
+        assert int(first[f"{norm}.num_batches_tracked"]) == int(initial[f"{norm}.num_batches_tracked"]) + 2
+    convolutions = [k for k, v in initial.items() if k.startswith("net.backbone.") and v.ndim == 4]
+    assert convolutions and all(torch.equal(initial[k], first[k]) for k in convolutions)

@@ -184,8 +184,13 @@ def test_the_classifier_takes_the_networks_normalisation_unless_the_data_sets_on
     assert Classifier(CustomCNN(1, 2), 2).input_mean.flatten().tolist() == [0.5]
 
 
-def test_pretrained_weights_without_network_name_the_offline_settings(monkeypatch):
+def test_pretrained_weights_without_network_name_the_offline_settings(monkeypatch, tmp_path):
+    """Offline, with empty weight caches of its own: weights this machine may have cached cannot answer instead."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "huggingface"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "huggingface" / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # timm's weights by URL go to torch hub's cache
     with pytest.raises(
         MedlitError, match=r"could not fetch the pretrained weights of resnet10t .*model\.checkpoint_path"
     ):

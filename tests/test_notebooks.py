@@ -11,6 +11,8 @@ from PIL import Image
 from tests.conftest import ROOT
 from tests.synthetic import write_medmnist_npz
 
+pytestmark = pytest.mark.slow  # each notebook runs in a kernel of its own, a new process
+
 
 def run_notebook(name: str, cwd) -> list[dict]:
     """Execute `notebooks/<name>` in a fresh kernel; return its code cells' outputs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -81,6 +82,33 @@ def test_dicom_is_displayed_as_its_modality_and_voi_luts_and_photometry_say(tmp_
     narrow = write_dicom(tmp_path / "narrow.dcm", stored, window=(910, 510), **common)
     expected = np.clip(2 * image.astype(float) - 127.5, 0, 255)  # the window clips the darkest and brightest
     assert np.abs(np.asarray(dicom_image(narrow), dtype=float) - expected).max() <= 1
+
+
+def test_dicom_with_a_voi_lut_table_is_displayed_through_the_table(tmp_path):
+    """A VOI LUT Sequence (a table, not a window): stored values through the modality LUT (2 s - 100), then looked
+    up in a 256-entry 12-bit table starting at 100 (values below take its first entry, above its last), then
+    stretched to 0-255. The table is a parabola, so no window could give the same image."""
+    from pydicom import dcmread
+    from pydicom.dataset import Dataset
+
+    stored = np.arange(256).reshape(16, 16)
+    table = np.round(4095 * (np.arange(256) / 255) ** 2).astype(int)
+    path = write_dicom(tmp_path / "lut.dcm", stored, slope=2.0, intercept=-100)
+    dataset = dcmread(path)
+    lut = Dataset()
+    lut.add_new("LUTDescriptor", "US", [256, 100, 12])  # entries, first value mapped, bits per entry
+    lut.add_new("LUTData", "US", table.tolist())
+    dataset.VOILUTSequence = [lut]
+    dataset.save_as(path)
+
+    looked_up = table[np.clip(2 * stored - 100 - 100, 0, 255)]
+    expected = looked_up / 4095 * 255  # the table spans 0-4095 here, so the stretch is a scaling
+    with warnings.catch_warnings():  # pydicom warns about float input; 2 s - 100 is integer-valued here
+        warnings.filterwarnings("ignore", "Applying a VOI LUT on a float input array")
+        decoded = np.asarray(dicom_image(path), dtype=float)
+    assert np.abs(decoded - expected).max() <= 0.5
+    assert (decoded[stored <= 100] == 0).all() and (decoded[stored >= 228] == 255).all()  # clipped to the ends
+    assert decoded[8, 0] == round(table[56] / 4095 * 255)  # stored 128: modality 156, entry 56
 
 
 def test_a_dicom_file_predicts_as_the_same_image_in_png(trained_xray_run, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import MissingConfigException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from medlit.errors import MedlitError
 from medlit.training.checkpoint import AtomicCheckpointIO, load_checkpoint
 from medlit.training.classifier import Classifier
 from medlit.training.run import train
-from tests.conftest import ROOT, run_train
+from tests.conftest import run_train, train_in_process
 from tests.synthetic import write_medmnist_npz
 
 FAST = ["trainer=cpu", "data.batch_size=32", "callbacks.rich_progress_bar=null"]
@@ -31,8 +33,12 @@ def run_dir(log_dir: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_an_uninterrupted_run(medmnist_dir, tmp_path):
-    """Killed with SIGKILL in epoch 2 and resumed, a run ends with the same weights, metrics and curves."""
+def test_resume_after_sigkill_matches_an_uninterrupted_run(medmnist_dir, tmp_path, monkeypatch):
+    """Killed with SIGKILL in epoch 2 and resumed, a run ends with the same weights, metrics and curves.
+
+    The killed run is a process of its own; the uninterrupted and the resumed runs go through the same command
+    line in this one."""
+    monkeypatch.chdir(tmp_path)
     common = [
         f"data.data_dir={medmnist_dir}",
         "seed=1",
@@ -42,21 +48,19 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(medmnist_dir, tmp_pat
         "data.num_workers=2",  # augmentation in worker processes, persistent across epochs
         *FAST,
     ]
-    whole = run_train(*common, f"paths.log_dir={tmp_path / 'whole'}", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr[-3000:]
+    train_in_process(monkeypatch, *common, f"paths.log_dir={tmp_path / 'whole'}")
     kill = [
         "+callbacks.kill._target_=tests.helpers.KillAt",
         "+callbacks.kill.epoch=2",
         "+callbacks.kill.batch=1",
     ]
     killed = run_train(*common, *kill, f"paths.log_dir={tmp_path / 'killed'}", cwd=tmp_path)
-    assert killed.returncode == -signal.SIGKILL
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     interrupted = run_dir(tmp_path / "killed")
     assert load_checkpoint(interrupted / "checkpoints" / "last.ckpt")["epoch"] == 1
     assert not (interrupted / "metrics.json").exists()
 
-    resumed = run_train(f"resume={interrupted}", "+callbacks.kill=null", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train_in_process(monkeypatch, f"resume={interrupted}", "+callbacks.kill=null")
     uninterrupted = run_dir(tmp_path / "whole")
     assert (interrupted / "metrics.json").read_text() == (uninterrupted / "metrics.json").read_text()
     weights = [load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"] for run in (interrupted, uninterrupted)]
@@ -69,12 +73,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(medmnist_dir, tmp_pat
         curves[name] = {
             tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in ("val/auroc", "train/loss_step")
         }
-    assert [step for step, _ in curves["resumed"]["val/auroc"]] == [
-        2,
-        5,
-        8,
-        11,
-    ]  # 3 steps an epoch, no repeats
+    assert [step for step, _ in curves["resumed"]["val/auroc"]] == [2, 5, 8, 11]  # 3 steps an epoch, no repeats
     assert curves["resumed"] == curves["whole"]
 
 
@@ -84,6 +83,7 @@ def test_resume_needs_a_last_checkpoint(train_config, tmp_path):
         train(cfg)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_cut_short_keeps_the_previous_checkpoint(tmp_path):
     """A writer killed while saving leaves the old file whole: the new one is renamed in only when done."""
     path = tmp_path / "last.ckpt"
@@ -122,7 +122,7 @@ def test_same_seed_in_deterministic_mode_gives_identical_metrics(train_config, t
 
 
 @pytest.mark.slow
-def test_ddp_on_cpu_gives_the_validation_metrics_of_one_process(tmp_path):
+def test_ddp_on_cpu_gives_the_validation_metrics_of_one_process(tmp_path, monkeypatch):
     """Two gloo processes with half the batch each match one process to 1e-4 (no BatchNorm, dropout,
     shuffling or augmentation to tell them apart); 47 validation images split unevenly across them."""
     data = tmp_path / "data"
@@ -140,9 +140,9 @@ def test_ddp_on_cpu_gives_the_validation_metrics_of_one_process(tmp_path):
         *FAST,
     ]
     ddp_args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=16"]
-    single = run_train(*common, f"paths.log_dir={tmp_path / 'single'}", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    train_in_process(monkeypatch, *common, f"paths.log_dir={tmp_path / 'single'}")  # one process: this one
     ddp = run_train(*common, *ddp_args, f"paths.log_dir={tmp_path / 'ddp'}", cwd=tmp_path)
-    assert single.returncode == 0, single.stderr[-3000:]
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     runs = {name: run_dir(tmp_path / name) for name in ("single", "ddp")}
     metrics = {name: json.loads((run / "metrics.json").read_text()) for name, run in runs.items()}
@@ -259,23 +259,32 @@ def test_a_full_disk_fails_before_training(train_config, tmp_path, monkeypatch):
         (["optimizer.lr=fast"], "the optimizer or scheduler settings are invalid", 2),
     ],
 )
-def test_config_mistakes_are_one_line_without_traceback(medmnist_dir, tmp_path, args, expected, code):
-    result = run_train(*args, f"data.data_dir={medmnist_dir}", f"paths.log_dir={tmp_path}", *FAST, cwd=tmp_path)
-    assert result.returncode == code
-    assert "Traceback" not in result.stderr
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("medlit: error: ")]
+def test_config_mistakes_are_one_line_without_traceback(
+    medmnist_dir, tmp_path, monkeypatch, capsys, args, expected, code
+):
+    """Through the command line's own path in this process; tests/test_cli.py runs one mistake in a process of its
+    own, as a user sees it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        train_in_process(monkeypatch, *args, f"data.data_dir={medmnist_dir}", f"paths.log_dir={tmp_path}", *FAST)
+    assert exit_.value.code == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("medlit: error: ")]
     assert expected in line
+    assert not list(tmp_path.glob("train/runs/*/checkpoints")), "nothing trained"
 
 
-def test_hydra_full_error_shows_the_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "model=resnet9000"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"},
-    )  # fmt: skip
-    assert result.returncode == 1 and "Traceback" in result.stderr
+def test_hydra_full_error_shows_the_traceback(tmp_path, monkeypatch, capsys):
+    """HYDRA_FULL_ERROR=1 lets Hydra's own exception out of the command, which Python reports with its traceback,
+    instead of the one line."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingConfigException, match="Could not find 'model/resnet9000'"):
+        train_in_process(monkeypatch, "model=resnet9000", env={"HYDRA_FULL_ERROR": "1"})
+    assert "medlit: error" not in capsys.readouterr().err
 
 
-def test_a_requeued_job_continues_from_the_last_checkpoint_in_its_directory(train_config, tmp_path):
-    train(train_config("trainer.max_epochs=1"))
+def test_a_requeued_job_continues_from_the_last_checkpoint_in_its_directory(train_config, one_epoch_run, tmp_path):
+    shutil.copytree(one_epoch_run, tmp_path / "run")  # the first attempt's directory: one epoch done
     train(train_config("trainer.max_epochs=2"))  # same directory, as a SLURM requeue of the same job
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 6

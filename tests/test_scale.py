@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +16,10 @@ import torch
 from medlit.data.medmnist import MedMNISTDataModule
 from medlit.data.splits import cross_validation_fold
 from medlit.errors import ConfigError
-from tests.conftest import ROOT, run_train
+from tests.conftest import FAST, ROOT, train_in_process
 
-FAST = ["trainer=cpu", "data.num_workers=0", "data.batch_size=32", "callbacks.rich_progress_bar=null"]
+# each job writes the id of the process that ran it into its directory
+WRITE_PID = ["+callbacks.pid._target_=tests.helpers.WritePid", "+callbacks.pid.path=${paths.output_dir}/pid"]
 
 
 def trial_states(database) -> list[str]:
@@ -25,47 +28,112 @@ def trial_states(database) -> list[str]:
 
 
 @pytest.mark.slow
-def test_optuna_search_survives_a_failing_trial_and_resumes(medmnist_dir, tmp_path):
+def test_optuna_search_survives_a_failing_trial_and_resumes(medmnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     search = ["hparams_search=optuna", "trainer.fast_dev_run=true", f"data.data_dir={medmnist_dir}",
               f"paths.log_dir={tmp_path}", *FAST]  # fmt: skip
-    first = run_train(*search, "hydra.sweeper.n_trials=4", "+callbacks.fail._target_=tests.helpers.FailJob",
-                      "+callbacks.fail.job=1", cwd=tmp_path)  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
+    train_in_process(monkeypatch, *search, "hydra.sweeper.n_trials=4", "+callbacks.fail._target_=tests.helpers.FailJob",
+                     "+callbacks.fail.job=1")  # fmt: skip
     database = tmp_path / "optuna" / "train_pneumoniamnist_custom_cnn.db"
     assert trial_states(database) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
-    output = first.stdout + first.stderr
+    output = "".join(capsys.readouterr())
     assert "Failed experiment: CUDA out of memory (simulated)" in output
     assert "Best value:" in output
 
-    again = run_train(*search, "hydra.sweeper.n_trials=2", cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
+    train_in_process(monkeypatch, *search, "hydra.sweeper.n_trials=2")
     assert len(trial_states(database)) == 6, "the second search continued the stored study"
 
 
 @pytest.mark.slow
-def test_a_failing_job_does_not_stop_a_grid_sweep(medmnist_dir, tmp_path):
-    result = run_train("-m", "data.size=32,28", "trainer.max_epochs=1", f"data.data_dir={medmnist_dir}",
-                       f"paths.log_dir={tmp_path}", *FAST, cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 1
-    assert "medlit: error: data.size=32 is not a MedMNIST size" in result.stderr
+def test_a_failing_job_does_not_stop_a_grid_sweep(medmnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        train_in_process(monkeypatch, "-m", "data.size=32,28", "trainer.max_epochs=1", f"data.data_dir={medmnist_dir}",
+                         f"paths.log_dir={tmp_path}", *FAST)  # fmt: skip
+    assert exit_.value.code == 1
+    assert "medlit: error: data.size=32 is not a MedMNIST size" in capsys.readouterr().err
     (sweep,) = tmp_path.glob("train/multiruns/*")
     assert not (sweep / "0" / "metrics.json").exists()
     assert json.loads((sweep / "1" / "metrics.json").read_text())["test/auroc"] >= 0
 
 
+def pid_files(sweep: Path) -> dict[str, int]:
+    return {job.name: int((job / "pid").read_text()) for job in sorted(sweep.glob("[0-9]"))}
+
+
 @pytest.mark.slow
-def test_submitit_local_launcher_runs_each_seed(medmnist_dir, tmp_path):
-    result = run_train("-m", "hydra/launcher=submitit_local", "seed=1,2", "trainer.max_epochs=1",
-                       f"data.data_dir={medmnist_dir}", f"paths.log_dir={tmp_path}", *FAST, cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_submitit_local_launcher_runs_each_seed(medmnist_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the jobs' processes import the tests' callback
+    train_in_process(monkeypatch, "-m", "hydra/launcher=submitit_local", "seed=1,2", "trainer.max_epochs=1",
+                     f"data.data_dir={medmnist_dir}", f"paths.log_dir={tmp_path}", *FAST, *WRITE_PID)  # fmt: skip
     (sweep,) = tmp_path.glob("train/multiruns/*")
     for job, seed in (("0", 1), ("1", 2)):
         assert "test/auroc" in json.loads((sweep / job / "metrics.json").read_text())
         assert f"seed={seed}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
     assert list((sweep / ".submitit").glob("*/*_submitted.pkl")), "the jobs went through submitit"
+    assert os.getpid() not in pid_files(sweep).values() and len(pid_files(sweep)) == 2, (
+        "each job in a process of its own"
+    )
 
 
+@pytest.mark.slow
+def test_joblib_launcher_runs_each_job_in_a_worker_process(medmnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the workers import the tests' callback
+    train_in_process(monkeypatch, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,3e-3",
+                     "trainer.max_epochs=1", "model=baseline_cnn", "model.filters=4", f"data.data_dir={medmnist_dir}",
+                     f"paths.log_dir={tmp_path}", *FAST, *WRITE_PID)  # fmt: skip
+    assert "Joblib.Parallel(n_jobs=2" in "".join(capsys.readouterr())
+    (sweep,) = tmp_path.glob("train/multiruns/*")
+    for job, lr in (("0", "0.001"), ("1", "0.003")):
+        assert f"optimizer.lr={lr}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert 0 <= metrics["test/auroc"] <= 1
+    pids = pid_files(sweep)
+    assert len(pids) == 2 and os.getpid() not in pids.values(), "the jobs ran in joblib's worker processes"
+
+
+class Submitted(Exception):
+    """Raised instead of calling sbatch: carries the batch script submitit wrote."""
+
+
+def test_slurm_launcher_sizes_its_jobs_from_the_trainer(tmp_path, monkeypatch):
+    """`hydra/launcher=slurm` with 2 nodes of 4 devices asks SLURM for one task and one GPU per device on each of 2
+    nodes, as Lightning's DDP expects under SLURM: the batch script submitit writes says so."""
+    import submitit.slurm.slurm as slurm
+
+    written = slurm.SlurmExecutor._make_submission_file_text
+
+    def intercept(self, command, uid):
+        raise Submitted(written(self, command, uid))
+
+    monkeypatch.setattr(slurm.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were here
+    monkeypatch.setattr(slurm.SlurmExecutor, "_make_submission_file_text", intercept)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Submitted) as submitted:
+        train_in_process(
+            monkeypatch,
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            "trainer=ddp",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            "seed=1,2,3",
+            f"paths.log_dir={tmp_path}",
+        )
+    script = str(submitted.value).splitlines()
+    # the three seeds as one job array, all three at once (array_parallelism 16 caps nothing here)
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--array=0-2%3",
+                 "--cpus-per-task=8", "--mem=32GB", "--time=240"):  # fmt: skip
+        assert f"#SBATCH {line}" in script, line
+    assert not list(tmp_path.glob("train/multiruns/*/0")), "nothing ran"
+
+
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(tmp_path):
+    """Two processes started at the same moment: their run directories differ by the process id."""
     command = [sys.executable, str(ROOT / "train.py"), "train=false", "test=false", "trainer=cpu",
                f"paths.log_dir={tmp_path}", "data.data_dir=unused"]  # fmt: skip
     runs = [subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)]

@@ -18,6 +18,8 @@ from medlit.deploy.predictor import Predictor
 from tests.conftest import ROOT, best_checkpoint
 from tests.synthetic import POSITIVE_WORDS, write_dicom
 
+pytestmark = pytest.mark.slow  # the real `medlit serve` in a process of its own, driven in a browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -3,6 +3,7 @@ Bayes n-gram weights."""
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from medlit.models.text import BiLSTM, FastText, TextFFN, TextTransformer
 from medlit.training.run import train
 from tests.conftest import best_checkpoint
 from tests.synthetic import FILLER_WORDS, NEGATIVE_WORDS, POSITIVE_WORDS, synthetic_review, write_aclimdb
+from tests.test_security import flip_byte_in
 
 UNLABELLED = 60
 
@@ -32,7 +34,7 @@ def unsup_dir(tmp_path_factory) -> Path:
 
 
 def test_a_run_pretrains_once_on_training_and_unlabelled_reviews_and_the_next_reuses_them(
-    train_config, unsup_dir, tmp_path, monkeypatch
+    train_config, unsup_dir, tmp_path, monkeypatch, caplog
 ):
     calls: list[list[str]] = []
 
@@ -58,7 +60,7 @@ def test_a_run_pretrains_once_on_training_and_unlabelled_reviews_and_the_next_re
     assert not corpus & {path.read_text() for path in dm.files["val"] + dm.files["test"]}, "held-out text"
 
     (vectors_file,) = (tmp_path / "cache").glob("imdb_word_vectors_*.pt")
-    vectors = torch.load(vectors_file, weights_only=True)
+    vectors = torch.load(vectors_file, weights_only=True)["vectors"]
     embedding = torch.load(best_checkpoint(tmp_path / "run"), weights_only=True)["state_dict"]["net.embedding.weight"]
     words = dm.tokenizer.get_vocab_size()
     assert vectors.shape == (words, 8) and vectors[2:].abs().sum(dim=1).gt(0).all()
@@ -71,6 +73,12 @@ def test_a_run_pretrains_once_on_training_and_unlabelled_reviews_and_the_next_re
         word_vectors={"dim": 8, "epochs": 3, "workers": 1, "window": 2},
     )  # fmt: skip
     assert other.pretrained_word_vectors().shape == (words, 8) and len(calls) == 2, "other settings, other vectors"
+
+    flip_byte_in(vectors_file, vectors[5].numpy().tobytes())
+    with caplog.at_level(logging.WARNING):
+        train(train_config(*run))
+    assert "Pretraining again: the cache" in caplog.text and "does not match its digest" in caplog.text
+    assert len(calls) == 3, "damaged vectors are pretrained again, not used"
 
 
 def test_vectors_of_words_used_alike_are_close():

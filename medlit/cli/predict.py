@@ -33,7 +33,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     sources, texts = _as_list(cfg.inputs), _as_list(cfg.text)
     if not sources and not texts:
         raise ConfigError("nothing to predict: give inputs=<files or folders> (or text=[...] for a text model)")
-    predictor = Predictor(rebuild_classifier(cfg))
+    predictor = Predictor(rebuild_classifier(cfg), cfg.max_pixels)
     if texts and not predictor.is_text:
         raise ConfigError(f"text=... needs a text model; {cfg.ckpt_path} is an image model")
     predictor.model.to(resolve_device(cfg.device))

@@ -30,10 +30,11 @@ def serve(cfg: DictConfig) -> None:
     from medlit.deploy.serve import Explainer, create_app
     from medlit.training.hardware import resolve_device
 
-    predictor = Predictor(rebuild_classifier(cfg))
+    predictor = Predictor(rebuild_classifier(cfg), cfg.max_pixels)
     predictor.model.to(resolve_device(cfg.device))
     explainer = Explainer(predictor, cfg.integrated_gradients.steps)
-    app = create_app(explainer, cfg.max_upload_mb, title=f"medlit: {Path(cfg.ckpt_path).name}")
+    title = f"medlit: {Path(cfg.ckpt_path).name}"
+    app = create_app(explainer, cfg.max_upload_mb, title, queue=cfg.queue, timeout=cfg.timeout)
     log.info("Serving %s on http://%s:%d", cfg.ckpt_path, cfg.host, cfg.port)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info")
 

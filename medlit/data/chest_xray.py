@@ -11,6 +11,7 @@ from torch import Tensor
 
 from medlit.data import image_folder
 from medlit.data.base import ClassificationDataModule, ImageTensorDataset
+from medlit.data.decode import MAX_PIXELS
 from medlit.data.image_cache import DecodedImages, load_or_decode
 from medlit.data.image_folder import FolderSplit
 from medlit.data.splits import cross_validation_fold, grouped_split, patient_id
@@ -29,8 +30,10 @@ class ChestXrayDataModule(ClassificationDataModule):
 
     Every image is decoded once, converted to greyscale and resized to `image_size` (square, as the
     reference studies and the 224 px release do), and cached under `cache_dir`; augmentation then runs
-    on the cached uint8 tensors. The classes are train/'s sub-folders in sorted order (NORMAL = 0,
-    PNEUMONIA = 1, so the positive class is pneumonia).
+    on the cached uint8 tensors. Files declaring more than `max_pixels` pixels are listed as unreadable
+    without being decoded. The classes are train/'s sub-folders in sorted order, except that with two
+    classes `positive_class` (matched case-insensitively) is class 1, the one sensitivity and the decision
+    threshold are about: NORMAL = 0, PNEUMONIA = 1.
 
     Validation and test come from their folders (`official`) or are carved out of train (`split`),
     patient by patient and class by class, so no patient is on both sides. The official validation
@@ -54,6 +57,8 @@ class ChestXrayDataModule(ClassificationDataModule):
         cache_dir: str | None = None,
         decode_workers: int | None = None,
         train_transform: Callable[[Tensor], Tensor] | None = None,
+        positive_class: str | None = "PNEUMONIA",
+        max_pixels: int = MAX_PIXELS,
         **loader_kwargs,
     ) -> None:
         super().__init__(split_seed=split_seed, **loader_kwargs)
@@ -74,6 +79,7 @@ class ChestXrayDataModule(ClassificationDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.decode_workers = decode_workers
         self.train_transform = train_transform
+        self.positive_class, self.max_pixels = positive_class, max_pixels
         self.decoded = 0  # images decoded (not read from the cache) by prepare_data and setup
         self.split_files: dict[str, list[str]] = {}
         self._index: tuple[Path, dict[str, FolderSplit]] | None = None
@@ -147,7 +153,7 @@ class ChestXrayDataModule(ClassificationDataModule):
                 )
             root = image_folder.find_root(self.data_dir, nested="chest_xray")
             train_folder = image_folder.split_folder(root, "train")
-            self.class_names = image_folder.class_names(train_folder)
+            self.class_names = positive_last(image_folder.class_names(train_folder), self.positive_class, train_folder)
             if self.expected_classes is not None and self.expected_classes != len(self.class_names):
                 raise DataError(
                     f"data.num_classes={self.expected_classes}, but {train_folder} has "
@@ -167,13 +173,14 @@ class ChestXrayDataModule(ClassificationDataModule):
                     )
                 if folder is not None:  # listed (and cached) whatever the strategy: one cache per folder
                     splits[split] = image_folder.list_split(root, folder, self.class_names)
+                    _warn_unknown_classes(folder, self.class_names)
             self._index = root, splits
         return self._index
 
     def _decode(self) -> DecodedImages:
         root, splits = self._folders()
         files = [name for split in splits.values() for name in split.files]
-        result = load_or_decode(root, files, self.image_size, self.cache_dir, self.decode_workers)
+        result = load_or_decode(root, files, self.image_size, self.cache_dir, self.decode_workers, self.max_pixels)
         self.decoded += result.decoded
         return result
 
@@ -212,6 +219,31 @@ class ChestXrayDataModule(ClassificationDataModule):
     def _describe(self, labels: list[int]) -> str:
         counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=self.num_classes).tolist()
         return "(" + ", ".join(f"{n} {c}" for n, c in zip(counts, self.class_names, strict=True)) + ")"
+
+
+def positive_last(names: list[str], positive: str | None, folder: Path) -> list[str]:
+    """Two class names ordered so that `positive` (matched case-insensitively) is class 1; sorted order for
+    more classes, where no class is the positive one, or when `positive` is None."""
+    if positive is None or len(names) != 2:
+        return names
+    matches = [name for name in names if name.casefold() == str(positive).casefold()]
+    if not matches:
+        raise DataError(
+            f"data.positive_class={positive} is none of the class folders of {folder} ({', '.join(names)}); "
+            "set data.positive_class to the one sensitivity is about"
+        )
+    return [*(name for name in names if name != matches[0]), matches[0]]
+
+
+def _warn_unknown_classes(folder: Path, classes: list[str]) -> None:
+    """A split folder's class folders that train/ lacks are left out: say which."""
+    unknown = sorted(set(image_folder.class_folders(folder)) - set(classes))
+    if unknown:
+        log.warning(
+            "%s has class folders that train/ lacks, left out: %s (the classes are the folders of train/)",
+            folder,
+            ", ".join(unknown),
+        )
 
 
 def _readable(split: FolderSplit, row: dict[str, int]) -> FolderSplit:

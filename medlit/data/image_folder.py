@@ -51,9 +51,14 @@ def split_folder(root: Path, split: str) -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def class_folders(folder: Path) -> list[str]:
+    """The visible sub-folders of a split folder, in sorted order."""
+    return [p.name for p in _visible_dirs(folder)]
+
+
 def class_names(train_folder: Path) -> list[str]:
     """The classes are the training split's sub-folders, in sorted order (their label indices)."""
-    names = [p.name for p in _visible_dirs(train_folder)]
+    names = class_folders(train_folder)
     if len(names) < 2:
         raise DataError(f"{train_folder} needs a sub-folder per class (at least 2), found {names or 'none'}")
     return names

@@ -22,6 +22,7 @@ from medlit.data.archive import unpack
 from medlit.data.base import ClassificationDataModule
 from medlit.data.embeddings import WordVectorSettings, pretrain_word_vectors
 from medlit.data.fetch import fetch, md5sum
+from medlit.data.integrity import save_atomically, unseal
 from medlit.data.sampling import EpochSampler, LengthBucketSampler, LengthOrderSampler
 from medlit.data.splits import cross_validation_fold, mixed_grouped_split, stratified_split
 from medlit.data.vocabulary import PAD_ID, TRUNCATION_SIDES, UNK_ID, build_vocabulary, encode, word_tokenizer
@@ -253,13 +254,15 @@ class IMDBDataModule(ClassificationDataModule):
             if not load:
                 return None
             try:
-                data = torch.load(self.cache_path, weights_only=True)
+                data, intact = unseal(torch.load(self.cache_path, weights_only=True))
+                if not intact:
+                    raise ValueError("its content does not match its digest" if intact is False else "it has no digest")
                 log.info("Tokenised reviews read from %s", self.cache_path)
                 return data
             except Exception as err:  # a cache is an optimisation: whatever spoils it, tokenise again
                 log.warning("Tokenising again: the cache %s is unreadable (%s)", self.cache_path, err)
         data = self._tokenise(labels)
-        _save_atomically(data, self.cache_path)
+        save_atomically(data, self.cache_path)
         return data
 
     def _tokenise(self, labels: dict[str, Tensor]) -> dict:
@@ -340,7 +343,12 @@ class IMDBDataModule(ClassificationDataModule):
             if not load:
                 return None
             try:
-                vectors = torch.load(path, weights_only=True)
+                stored, intact = unseal(torch.load(path, weights_only=True))
+                if not intact:
+                    raise ValueError("its content does not match its digest" if intact is False else "it has no digest")
+                vectors = stored["vectors"]
+                if not isinstance(vectors, Tensor) or vectors.shape[1:] != (settings.dim,):
+                    raise ValueError(f"it holds no vectors of {settings.dim} dimensions")
                 log.info("Pretrained word vectors read from %s", path)
                 return vectors
             except Exception as err:  # a cache is an optimisation: whatever spoils it, pretrain again
@@ -350,7 +358,7 @@ class IMDBDataModule(ClassificationDataModule):
         texts += [_read_review(review) for review, _ in unlabelled]
         self.pretrained = True
         vectors = pretrain_word_vectors(texts, tokenizer, settings)
-        _save_atomically(vectors, path)
+        save_atomically({"vectors": vectors}, path)
         return vectors
 
     def _list_unlabelled(self) -> list[tuple[Path, tuple[int, int]]]:
@@ -417,14 +425,6 @@ def _stat(entry: os.DirEntry | Path) -> tuple[int, int]:
     """(size, modification time): what a cache key takes to notice a changed file."""
     stat = entry.stat()
     return stat.st_size, stat.st_mtime_ns
-
-
-def _save_atomically(data: object, path: Path) -> None:
-    """`torch.save` into a file beside `path`, then renamed to it: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    torch.save(data, partial)
-    os.replace(partial, path)
 
 
 def _lengths(dataset: TokenDataset) -> Tensor:

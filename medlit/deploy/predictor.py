@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from medlit.data.decode import Source, decode_file
+from medlit.data.decode import MAX_PIXELS, Source, decode_file
 from medlit.deploy.rebuild import RestoredRun, rebuild_classifier
 from medlit.errors import ConfigError, UnreadableInput
 
@@ -37,10 +37,11 @@ class Prediction:
 
 
 class Predictor:
-    """A checkpoint's classifier with the input preparation and decision rule it was trained with."""
+    """A checkpoint's classifier with the input preparation and decision rule it was trained with; images
+    declaring more than `max_pixels` pixels are refused before they are decoded."""
 
-    def __init__(self, run: RestoredRun) -> None:
-        self.run, self.model = run, run.model
+    def __init__(self, run: RestoredRun, max_pixels: int = MAX_PIXELS) -> None:
+        self.run, self.model, self.max_pixels = run, run.model, int(max_pixels)
         self.class_names = [str(name) for name in self.model.class_names]
         self.tokenizer = _stored_tokenizer(run)
         datamodule = run.datamodule
@@ -54,8 +55,8 @@ class Predictor:
                 )
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path) -> Predictor:
-        return cls(rebuild_classifier(OmegaConf.create({"ckpt_path": str(ckpt_path)}), named=[]))
+    def from_checkpoint(cls, ckpt_path: str | Path, max_pixels: int = MAX_PIXELS) -> Predictor:
+        return cls(rebuild_classifier(OmegaConf.create({"ckpt_path": str(ckpt_path)}), named=[]), max_pixels)
 
     @property
     def is_text(self) -> bool:
@@ -68,7 +69,7 @@ class Predictor:
 
     def read_image(self, source: Source, name: str | None = None) -> Tensor:
         """A file (or its bytes) as the uint8 (C, size, size) tensor the model was trained on."""
-        grey = decode_file(source, self.image_size, name)
+        grey = decode_file(source, self.image_size, name, self.max_pixels)
         return torch.tensor(grey).unsqueeze(0).expand(self.in_channels, -1, -1)
 
     def encode(self, texts: Sequence[str]) -> Tensor:
