@@ -37,7 +37,7 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_medmnist_npz(root / "medmnist" / "pneumoniamnist.npz", num_classes=2)
     write_medmnist_npz(root / "medmnist" / "organcmnist.npz", num_classes=11, counts=(132, 66, 66), seed=1)
-    write_aclimdb(root / "imdb")
+    write_aclimdb(root / "imdb", unlabelled=40)
     return root
 
 
@@ -49,7 +49,7 @@ def medmnist_dir(data_root) -> Path:
 
 @pytest.fixture(scope="session")
 def imdb_dir(data_root) -> Path:
-    """A generated folder in the aclImdb layout (40 training and 16 test reviews per class)."""
+    """A generated folder in the aclImdb layout (40 training and 16 test reviews per class, 40 unlabelled)."""
     return data_root / "imdb"
 
 

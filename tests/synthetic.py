@@ -70,21 +70,54 @@ def write_aclimdb(
     per_class: dict[str, int] | None = None,
     seed: int = 0,
     words: int | Callable[[np.random.Generator], int] = 24,
+    films: int | None = None,
+    unlabelled: int = 0,
 ) -> Path:
     """`data_dir/aclImdb/{train,test}/{neg,pos}/<id>_<rating>.txt`: the layout of the IMDb archive.
 
     `words` is every review's length, or draws each one's (e.g. `imdb_review_words`, for realistic costs).
+    With `films`, each split's reviews belong to that many films (of 1 to about 20 reviews, most with both
+    positive and negative ones, none shared between splits), named in `<split>/urls_{neg,pos}.txt` as the
+    archive does: line i is the IMDb URL of the film of review `i_<rating>.txt`. `unlabelled` reviews of
+    either sentiment go to `train/unsup/<id>_0.txt` (with `train/urls_unsup.txt` when `films` is given).
     """
     rng = np.random.default_rng(seed)
+    root = data_dir / "aclImdb"
+    first_film = 0
     for split, count in (per_class or {"train": 40, "test": 16}).items():
         for label, folder in enumerate(("neg", "pos")):
-            target = data_dir / "aclImdb" / split / folder
+            target = root / split / folder
             target.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 rating = rng.integers(7, 11) if label else rng.integers(1, 5)
                 review = synthetic_review(label, rng, words if isinstance(words, int) else words(rng))
                 (target / f"{i}_{rating}.txt").write_text(review, encoding="utf-8")
+        if films:
+            for folder, film_ids in zip(("neg", "pos"), _film_ids(2, count, films, first_film, rng), strict=True):
+                _write_urls(root / split / f"urls_{folder}.txt", film_ids)
+            first_film += films
+    if unlabelled:
+        target = root / "train" / "unsup"
+        target.mkdir(parents=True, exist_ok=True)
+        for i in range(unlabelled):
+            review = synthetic_review(int(rng.integers(2)), rng, words if isinstance(words, int) else words(rng))
+            (target / f"{i}_0.txt").write_text(review, encoding="utf-8")
+        if films:
+            (film_ids,) = _film_ids(1, unlabelled, films, first_film, rng)
+            _write_urls(root / "train" / "urls_unsup.txt", film_ids)
     return data_dir
+
+
+def _film_ids(classes: int, count: int, films: int, first: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """For each class, the film of each of its `count` reviews: films of uneven size (Zipf-like), with
+    reviews of both classes."""
+    popularity = 1.0 / np.arange(1, films + 1) ** 0.5
+    popularity /= popularity.sum()
+    return [first + rng.choice(films, size=count, p=popularity) for _ in range(classes)]
+
+
+def _write_urls(path: Path, film_ids: np.ndarray) -> None:
+    path.write_text("".join(f"http://www.imdb.com/title/tt{9_000_000 + f}/usercomments\n" for f in film_ids))
 
 
 def _xray_names(label: int, patients: int, offset: int) -> list[str]:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -18,10 +20,11 @@ from torch.utils.data import Dataset, Sampler
 
 from medlit.data.archive import unpack
 from medlit.data.base import ClassificationDataModule
+from medlit.data.embeddings import WordVectorSettings, pretrain_word_vectors
 from medlit.data.fetch import fetch, md5sum
 from medlit.data.integrity import save_atomically, unseal
 from medlit.data.sampling import EpochSampler, LengthBucketSampler, LengthOrderSampler
-from medlit.data.splits import cross_validation_fold, stratified_split
+from medlit.data.splits import cross_validation_fold, mixed_grouped_split, stratified_split
 from medlit.data.vocabulary import PAD_ID, TRUNCATION_SIDES, UNK_ID, build_vocabulary, encode, word_tokenizer
 from medlit.errors import DataError, DownloadError
 
@@ -32,6 +35,8 @@ MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 FOLDER = "aclImdb"
 CLASS_FOLDERS = ("neg", "pos")  # label 0, label 1
 SPLITS = ("train", "val", "test")
+UNLABELLED = "unsup"  # train/unsup: reviews without a label
+_REVIEW_ID = re.compile(r"^(\d+)_")  # <id>_<rating>.txt: line <id> of urls_<class>.txt names its film
 
 
 class TokenDataset(Dataset):
@@ -55,8 +60,17 @@ class IMDBDataModule(ClassificationDataModule):
     `prepare_data` extracts `<data_dir>/<archive>` if `aclImdb/` is not there, downloading the archive first
     (from `url` or `mirrors`, MD5-checked) if it is missing too. Validation is a stratified, seeded
     `val_fraction` of the training reviews, or with `num_folds` fold `fold` of stratified folds over them.
-    The vocabulary (the `vocab_size` most frequent words) is learned from the remaining training reviews
-    only; every review becomes `max_len` token ids.
+    With `group_by_film` (and the archive's `train/urls_{neg,pos}.txt`, which name each review's film), a
+    film's reviews all fall on one side, as the official test split shares no film with training; without
+    those files the split is by review, and a log line says so. The vocabulary (the `vocab_size` most
+    frequent words) is learned from the remaining training reviews only; every review becomes `max_len`
+    token ids.
+
+    `word_vectors` (settings of `WordVectorSettings`) pretrains word vectors for the vocabulary, without
+    labels, on the training reviews (not the validation ones) and, with `use_unlabelled`, the archive's
+    50,000 unlabelled reviews (`train/unsup`); the classifier starts its network's embedding from them
+    (`pretrained_word_vectors`). They are pretrained when a fit prepares the data and cached beside the
+    token ids, keyed by their settings, the token cache and the unlabelled review files.
 
     Tokenised splits are cached in `cache_dir` under a key made of these settings and the review files'
     names, sizes and modification times, so a second run reads them back instead of tokenising. The
@@ -82,6 +96,9 @@ class IMDBDataModule(ClassificationDataModule):
         max_len: int = 200,
         truncation_side: str = "left",
         bucket_by_length: bool = False,
+        group_by_film: bool = True,
+        use_unlabelled: bool = False,
+        word_vectors: Mapping | None = None,
         num_classes: int | None = None,
         **loader_kwargs,
     ) -> None:
@@ -106,16 +123,29 @@ class IMDBDataModule(ClassificationDataModule):
         self.val_fraction = val_fraction
         self.vocab_size, self.max_len, self.truncation_side = vocab_size, max_len, truncation_side
         self.bucket_by_length = bucket_by_length
+        self.group_by_film = group_by_film
+        if use_unlabelled and word_vectors is None:
+            raise DataError(
+                "data.use_unlabelled=true: the unlabelled reviews serve to pretrain word vectors, but "
+                "data.word_vectors is not set (e.g. data.word_vectors={dim:100})"
+            )
+        self.use_unlabelled = use_unlabelled
+        self.word_vector_settings = None if word_vectors is None else WordVectorSettings.from_config(word_vectors)
         self.tokenizer: Tokenizer | None = None
         self._checkpoint_tokenizer: Tokenizer | None = None
         self.files: dict[str, list[Path]] = {}
         self.cache_path: Path | None = None
+        self.url_files: list[tuple[str, tuple[int, int]]] | None = None  # the urls files a split was grouped by
         self.tokenised = False  # whether this module tokenised reviews rather than reading its cache
+        self.pretrained = False  # whether this module pretrained word vectors rather than reading its cache
 
     def prepare_data(self) -> None:
         if not self.root.exists():
             self._extract()
         self._tokenised_splits(load=False)
+        trainer = self.trainer
+        if self.word_vector_settings is not None and trainer is not None and trainer.state.fn == "fit":
+            self._word_vectors(load=False)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -126,6 +156,11 @@ class IMDBDataModule(ClassificationDataModule):
         self.val_set = TokenDataset(data["val_ids"], data["val_labels"])
         self.test_set = TokenDataset(data["test_ids"], data["test_labels"])
         self._save_tokenizer_with_run()
+
+    def pretrained_word_vectors(self) -> Tensor | None:
+        """Word vectors (vocabulary size, dim) for the network's embedding to start from, read from the cache
+        or pretrained now; None without `data.word_vectors`."""
+        return None if self.word_vector_settings is None else self._word_vectors()
 
     def state_dict(self) -> dict:
         """The tokenizer (vocabulary, cleaning, max_len), so a checkpoint is tested on its own vocabulary."""
@@ -191,8 +226,13 @@ class IMDBDataModule(ClassificationDataModule):
         """
         listing = {split: self._list_reviews(split) for split in ("train", "test")}
         train_labels = torch.tensor([label for _, label, _ in listing["train"]])
+        films = self._films(listing["train"]) if self.group_by_film else None
         if self.num_folds:
-            keep, held_out = cross_validation_fold(train_labels.numpy(), self.num_folds, self.fold, self.split_seed)
+            keep, held_out = cross_validation_fold(
+                train_labels.numpy(), self.num_folds, self.fold, self.split_seed, groups=films
+            )
+        elif films is not None:
+            keep, held_out = mixed_grouped_split(train_labels.tolist(), films, self.val_fraction, self.split_seed)
         else:
             keep, held_out = stratified_split(train_labels.tolist(), self.val_fraction, self.split_seed)
         keep, held_out = torch.as_tensor(keep), torch.as_tensor(held_out)
@@ -209,7 +249,7 @@ class IMDBDataModule(ClassificationDataModule):
         test_labels = torch.tensor([label for _, label, _ in listing["test"]])
         labels = {"train": train_labels[keep], "val": train_labels[held_out], "test": test_labels[test_order]}
 
-        self.cache_path = self.cache_dir / f"imdb_{self._cache_key(listing)}.pt"
+        self.cache_path = self.cache_dir / f"imdb_{self._cache_key(listing, held_out)}.pt"
         if self.cache_path.exists():
             if not load:
                 return None
@@ -250,6 +290,90 @@ class IMDBDataModule(ClassificationDataModule):
         )
         return data
 
+    def _films(self, reviews: list[tuple[Path, int, tuple[int, int]]]) -> list[str] | None:
+        """The film (its IMDb URL) of each training review, from `train/urls_{neg,pos}.txt`; None, with a log
+        line, when the archive has neither file."""
+        paths = [self.root / "train" / f"urls_{name}.txt" for name in CLASS_FOLDERS]
+        present = [path.is_file() for path in paths]
+        if not any(present):
+            log.warning(
+                "No %s: validation is carved from the training reviews one review at a time, so a film's "
+                "reviews may be on both sides (set data.group_by_film=false to say this is intended)",
+                " or ".join(str(path) for path in paths),
+            )
+            self.url_files = None
+            return None
+        if not all(present):
+            raise DataError(f"{paths[present.index(False)]} not found, but {paths[present.index(True)]} is")
+        lines = [path.read_text(encoding="utf-8", errors="replace").splitlines() for path in paths]
+        films = []
+        for path, label, _ in reviews:
+            match = _REVIEW_ID.match(path.name)
+            if match is None:
+                raise DataError(f"{path}: its film is unknown, as the name is not <id>_<rating>.txt")
+            line = int(match.group(1))
+            if line >= len(lines[label]) or not lines[label][line].strip():
+                raise DataError(f"{paths[label]} has no film URL on line {line} for {path}")
+            films.append(lines[label][line].strip())
+        self.url_files = [(str(path.relative_to(self.root)), _stat(path)) for path in paths]
+        log.info(
+            "Validation grouped by film: %d films in %d training reviews, each on one side of the split",
+            len(set(films)),
+            len(films),
+        )
+        return films
+
+    def _word_vectors(self, load: bool = True) -> Tensor | None:
+        """Pretrained word vectors from their cache, or pretrained now and cached.
+
+        With `load=False` an existing cache is left unread (`prepare_data` only makes sure it exists).
+        """
+        settings = self.word_vector_settings
+        if not self.files:
+            self._tokenised_splits(load=False)
+        unlabelled = self._list_unlabelled() if self.use_unlabelled else []
+        key = {
+            "tokens": self.cache_path.name,
+            "settings": dataclasses.asdict(settings),
+            "unlabelled": [(str(path.relative_to(self.root)), stat) for path, stat in unlabelled],
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        path = self.cache_dir / f"imdb_word_vectors_{digest}.pt"
+        if path.exists():
+            if not load:
+                return None
+            try:
+                stored, intact = unseal(torch.load(path, weights_only=True))
+                if not intact:
+                    raise ValueError("its content does not match its digest" if intact is False else "it has no digest")
+                vectors = stored["vectors"]
+                if not isinstance(vectors, Tensor) or vectors.shape[1:] != (settings.dim,):
+                    raise ValueError(f"it holds no vectors of {settings.dim} dimensions")
+                log.info("Pretrained word vectors read from %s", path)
+                return vectors
+            except Exception as err:  # a cache is an optimisation: whatever spoils it, pretrain again
+                log.warning("Pretraining again: the cache %s is unreadable (%s)", path, err)
+        tokenizer = self.tokenizer or Tokenizer.from_str(self._tokenised_splits()["tokenizer"])
+        texts = [_read_review(review) for review in self.files["train"]]
+        texts += [_read_review(review) for review, _ in unlabelled]
+        self.pretrained = True
+        vectors = pretrain_word_vectors(texts, tokenizer, settings)
+        save_atomically({"vectors": vectors}, path)
+        return vectors
+
+    def _list_unlabelled(self) -> list[tuple[Path, tuple[int, int]]]:
+        folder = self.root / "train" / UNLABELLED
+        if not folder.is_dir():
+            raise DataError(
+                f"{folder} not found: data.use_unlabelled=true reads the archive's unlabelled reviews there "
+                f"(the full aclImdb_v1.tar.gz has them); set data.use_unlabelled=false to pretrain without them"
+            )
+        with os.scandir(folder) as entries:
+            found = sorted((Path(e.path), _stat(e)) for e in entries if e.name.endswith(".txt") and e.is_file())
+        if not found:
+            raise DataError(f"{folder} holds no .txt reviews")
+        return found
+
     def _list_reviews(self, split: str) -> list[tuple[Path, int, tuple[int, int]]]:
         """(path, label, (size, mtime)) of every review of `split`, in a fixed order."""
         reviews = []
@@ -261,18 +385,16 @@ class IMDBDataModule(ClassificationDataModule):
                     f"(train/neg, train/pos, test/neg, test/pos); run prepare_data() or set data.data_dir"
                 )
             with os.scandir(folder) as entries:
-                found = [
-                    (Path(e.path), label, (e.stat().st_size, e.stat().st_mtime_ns))
-                    for e in entries
-                    if e.name.endswith(".txt") and e.is_file()
-                ]
+                found = [(Path(e.path), label, _stat(e)) for e in entries if e.name.endswith(".txt") and e.is_file()]
             if not found:
                 raise DataError(f"{folder} holds no .txt reviews")
             reviews += sorted(found)
         return reviews
 
-    def _cache_key(self, listing: dict[str, list]) -> str:
-        """A digest of everything the tokenised tensors depend on: settings, vocabulary and review files."""
+    def _cache_key(self, listing: dict[str, list], held_out: Tensor) -> str:
+        """A digest of everything the tokenised tensors depend on: settings, vocabulary, review files and the
+        validation split itself (its reviews in their order), so a split drawn differently is never read back
+        with the tensors of another."""
         files = [
             (split, str(path.relative_to(self.root)), stat) for split in listing for path, _, stat in listing[split]
         ]
@@ -285,6 +407,8 @@ class IMDBDataModule(ClassificationDataModule):
             "val_fraction": self.val_fraction,
             "folds": [self.num_folds, self.fold] if self.num_folds else None,
             "split_seed": self.split_seed,
+            "films": self.url_files,
+            "held_out": hashlib.sha256(held_out.numpy().tobytes()).hexdigest(),
             "files": files,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -295,6 +419,12 @@ class IMDBDataModule(ClassificationDataModule):
             run_dir = Path(trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             self.tokenizer.save(str(run_dir / "tokenizer.json"))
+
+
+def _stat(entry: os.DirEntry | Path) -> tuple[int, int]:
+    """(size, modification time): what a cache key takes to notice a changed file."""
+    stat = entry.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _lengths(dataset: TokenDataset) -> Tensor:

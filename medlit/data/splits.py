@@ -1,4 +1,4 @@
-"""Validation splits carved from training data: stratified by class, grouped by patient, seeded.
+"""Validation splits carved from training data: stratified by class, grouped by patient or film, seeded.
 
 The seed is the data's split seed, not the run's, so repeated seeds train and validate on the same split.
 """
@@ -101,6 +101,52 @@ def earliest_split(labels: Sequence[int], groups: Sequence[str], fraction: float
             taken += len(members[group])
     held_set = set(held)
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+
+def mixed_grouped_split(
+    labels: Sequence[int], groups: Sequence[Hashable], fraction: float, seed: int = 0, passes: int = 10
+) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): whole groups held out until about `fraction` of each class is, where a group
+    may hold examples of several classes (a film's positive and negative reviews).
+
+    The distance from the target is the sum over classes of |held out - `fraction` x all|. Groups are visited
+    in a seeded random order, and each is held out if that shortens the distance; then, for up to `passes`
+    more rounds in the same order, a group moves to the other side whenever that shortens it. Both sides
+    keep the class ratio of `labels` to within a few examples when groups are many and small.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    classes = sorted(set(labels))
+    totals = Counter(labels)
+    target = np.array([fraction * totals[c] for c in classes])
+    names = sorted(members, key=str)
+    random.Random(seed).shuffle(names)
+    counts = {g: np.array([sum(labels[i] == c for i in members[g]) for c in classes]) for g in names}
+
+    def distance(held: np.ndarray) -> float:
+        return float(np.abs(held - target).sum())
+
+    held_out: set[Hashable] = set()
+    held = np.zeros(len(classes))
+    for group in names:
+        if distance(held + counts[group]) < distance(held):
+            held_out.add(group)
+            held = held + counts[group]
+    for _ in range(passes):
+        moved = False
+        for group in names:
+            after = held - counts[group] if group in held_out else held + counts[group]
+            if distance(after) < distance(held):
+                held_out ^= {group}
+                held, moved = after, True
+        if not moved:
+            break
+    held_indices = sorted(i for group in held_out for i in members[group])
+    chosen = set(held_indices)
+    return [i for i in range(len(labels)) if i not in chosen], held_indices
 
 
 def stratified_split(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:

@@ -2,6 +2,8 @@
 
 The recurrent, bag-of-n-grams and attention models ignore padding (states read at the last word, bags
 without [PAD], attention masks), so a review's prediction does not depend on how much padding follows it.
+Every network can start its word embedding from pretrained word vectors (`load_word_vectors`), which the
+classifier passes in from the data module before training.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from medlit.data.vocabulary import PAD_ID
+from medlit.errors import ConfigError
 from medlit.models.outputs import num_logits
 
 
@@ -31,6 +34,26 @@ def small_init(embedding: nn.Embedding | nn.EmbeddingBag) -> nn.Embedding | nn.E
 
 def word_embedding(vocab_size: int, dim: int) -> nn.Embedding:
     return small_init(nn.Embedding(vocab_size, dim, padding_idx=PAD_ID))
+
+
+def copy_word_vectors(embedding: nn.Embedding | nn.EmbeddingBag, vectors: Tensor) -> None:
+    """Start the first `len(vectors)` rows of `embedding` (the vocabulary's) from pretrained `vectors`.
+
+    Rows that are all zero (a token the pretraining never saw) keep their initial values; [PAD] stays zero.
+    """
+    rows, dim = embedding.weight.shape
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ConfigError(
+            f"pretrained word vectors of shape {tuple(vectors.shape)}, but the network's embedding has {dim} "
+            f"dimensions: set data.word_vectors.dim to the model's embedding size"
+        )
+    if len(vectors) > rows:
+        raise ConfigError(f"{len(vectors)} pretrained word vectors for an embedding of {rows} rows (data.vocab_size?)")
+    with torch.no_grad():
+        seen = vectors.abs().sum(dim=1) > 0
+        seen[PAD_ID] = False
+        target = embedding.weight[: len(vectors)]
+        target[seen] = vectors[seen].to(target)
 
 
 def sequence_lengths(ids: Tensor) -> Tensor:
@@ -71,6 +94,9 @@ class TextFFN(nn.Module):
             layers += [nn.Linear(a, b), nn.ReLU(inplace=True), nn.Dropout(dropout)]
         layers.append(nn.Linear(sizes[-1], num_logits(num_classes)))
         self.layers = nn.Sequential(*layers)
+
+    def load_word_vectors(self, vectors: Tensor) -> None:
+        copy_word_vectors(self.embedding, vectors)
 
     def forward(self, ids: Tensor) -> Tensor:
         # aligned after the embedding, so the embedding (where attributions are taken) sees words in place
@@ -117,6 +143,9 @@ class BiLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(hidden2, num_logits(num_classes))
 
+    def load_word_vectors(self, vectors: Tensor) -> None:
+        copy_word_vectors(self.embedding, vectors)
+
     def forward(self, ids: Tensor) -> Tensor:
         lengths = sequence_lengths(ids)
         x = self.dropout(self.embedding(ids[:, : int(lengths.max())]))
@@ -137,6 +166,12 @@ class FastText(nn.Module):
 
     Word n-grams up to `ngrams` words long are hashed into `buckets` extra embedding rows after the
     vocabulary; an n-gram that reaches into the padding counts as padding and is left out of the average.
+    `binary=True` counts each word and n-gram once per review, however often it occurs.
+    `naive_bayes=True` weighs each one by its log-count ratio over the training reviews, as NBSVM does (Wang
+    & Manning 2012): log P(n-gram | positive) / P(n-gram | negative), with both class distributions over
+    reviews containing it, add-`alpha` smoothed; a phrase that tells the classes apart enters the average
+    with a large weight and one that does not with almost none. The ratios are a buffer of the model, set
+    from the training split by `initialise_from_training_data` before training and kept in checkpoints.
     `sparse=True` gives the table sparse gradients, so a step updates only the rows a batch uses: millions
     of buckets then cost no more per step than thousands (with an optimiser that takes sparse gradients,
     e.g. `optimizer=adagrad` or `sgd`; Adam does not).
@@ -153,13 +188,23 @@ class FastText(nn.Module):
         buckets: int = 1 << 18,
         dropout: float = 0.0,
         sparse: bool = False,
+        binary: bool = False,
+        naive_bayes: bool = False,
+        alpha: float = 1.0,
     ) -> None:
         super().__init__()
         if ngrams < 1:
             raise ValueError(f"ngrams must be at least 1, got {ngrams}")
+        if naive_bayes and num_classes != 2:
+            raise ConfigError(f"model.naive_bayes=true weighs n-grams between 2 classes, not {num_classes}")
+        if alpha <= 0:
+            raise ConfigError(f"model.alpha={alpha} must be positive (the counts' smoothing)")
         self.vocab_size, self.ngrams, self.buckets = vocab_size, ngrams, buckets
+        self.binary, self.naive_bayes, self.alpha = binary, naive_bayes, alpha
         rows = vocab_size + (buckets if ngrams > 1 else 0)
-        self.embedding = small_init(nn.EmbeddingBag(rows, embed_dim, mode="mean", padding_idx=PAD_ID, sparse=sparse))
+        self.embedding = small_init(nn.EmbeddingBag(rows, embed_dim, mode="sum", padding_idx=PAD_ID, sparse=sparse))
+        if naive_bayes:
+            self.register_buffer("log_ratios", torch.ones(rows))
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(embed_dim, num_logits(num_classes))
 
@@ -176,8 +221,44 @@ class FastText(nn.Module):
             parts.append(torch.where(inside, self.vocab_size + hashed, PAD_ID))
         return torch.cat(parts, dim=1)
 
+    def bag_ids(self, ids: Tensor, binary: bool | None = None) -> Tensor:
+        """`ngram_ids`, with repeats within a row replaced by [PAD] when counting each one once."""
+        rows = self.ngram_ids(ids)
+        if not (self.binary if binary is None else binary):
+            return rows
+        rows, _ = rows.sort(dim=1)
+        repeated = torch.zeros_like(rows, dtype=torch.bool)
+        repeated[:, 1:] = rows[:, 1:] == rows[:, :-1]
+        return rows.masked_fill(repeated, PAD_ID)
+
+    def load_word_vectors(self, vectors: Tensor) -> None:
+        copy_word_vectors(self.embedding, vectors)
+
+    @torch.no_grad()
+    def initialise_from_training_data(self, ids: Tensor, labels: Tensor, chunk: int = 1024) -> None:
+        """Set the n-gram log-count ratios from the training reviews `ids` (N, L) and their labels (N,)."""
+        if not self.naive_bayes:
+            return
+        counts = torch.zeros(2, len(self.log_ratios), dtype=torch.float64)
+        for rows, targets in zip(ids.split(chunk), labels.split(chunk), strict=True):
+            rows = self.bag_ids(rows.to(self.log_ratios.device), binary=True)
+            for label in (0, 1):
+                present = rows[targets.to(rows.device) == label].flatten()
+                counts[label] += torch.bincount(present, minlength=counts.shape[1]).to(counts)
+        counts[:, PAD_ID] = 0
+        seen = counts.sum(dim=0) > 0
+        smoothed = (counts + self.alpha) * seen
+        share = smoothed / smoothed.sum(dim=1, keepdim=True)
+        ratios = (share[1] / share[0]).log().where(seen, 0.0)
+        self.log_ratios.copy_(ratios.to(self.log_ratios))
+
     def forward(self, ids: Tensor) -> Tensor:
-        return self.out(self.dropout(self.embedding(self.ngram_ids(ids))))
+        rows = self.bag_ids(ids)
+        real = (rows != PAD_ID).to(self.embedding.weight.dtype)
+        weights = real / real.sum(dim=1, keepdim=True).clamp(min=1)  # the mean over the row's n-grams
+        if self.naive_bayes:
+            weights = weights * self.log_ratios[rows].to(weights)
+        return self.out(self.dropout(self.embedding(rows, per_sample_weights=weights)))
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -217,6 +298,9 @@ class TextTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(d_model, num_logits(num_classes))
+
+    def load_word_vectors(self, vectors: Tensor) -> None:
+        copy_word_vectors(self.embedding, vectors)
 
     def forward(self, ids: Tensor) -> Tensor:
         length = int(sequence_lengths(ids).max())

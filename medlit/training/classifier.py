@@ -94,6 +94,8 @@ class Classifier(pl.LightningModule):
         self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._start_from_training_data(self.trainer.datamodule)
         if stage == "fit" and self.hparams.class_weighted_loss:
             counts = self.trainer.datamodule.class_counts.to(self.loss_weights)
             if self.binary:
@@ -102,6 +104,25 @@ class Classifier(pl.LightningModule):
                 weights = counts.sum() / (self.num_classes * counts.clamp(min=1))
             self.loss_weights.copy_(weights)
             log.info("Class-weighted loss: %s", [round(w, 3) for w in weights.tolist()])
+
+    def _start_from_training_data(self, datamodule: pl.LightningDataModule | None) -> None:
+        """What a network takes from its data before the first step: pretrained word vectors for its embedding
+        (`pretrained_word_vectors` of the data module) and statistics of the training split (a network's
+        `initialise_from_training_data`, e.g. fastText's naive Bayes weights). A resumed run's checkpoint,
+        loaded after this, replaces all of it."""
+        vectors = getattr(datamodule, "pretrained_word_vectors", lambda: None)()
+        if vectors is not None:
+            load = getattr(self.net, "load_word_vectors", None)
+            if load is None:
+                raise MedlitError(
+                    f"{type(self.net).__name__} has no word embedding to start from pretrained word vectors: "
+                    f"set data.word_vectors=null"
+                )
+            load(vectors)
+            log.info("Word embedding started from %d pretrained word vectors", len(vectors))
+        initialise = getattr(self.net, "initialise_from_training_data", None)
+        if initialise is not None and datamodule is not None:
+            initialise(datamodule.train_set.ids, datamodule.train_labels())
 
     def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Draw this step's randomness (dropout, ...) from (seed, step, rank), not from what ran before, so
