@@ -51,8 +51,9 @@ def test_text_fast_dev_run(train_config, model, tmp_path):
 @pytest.mark.parametrize("model", IMAGE_MODELS)
 def test_chest_xray_fast_dev_run(train_config, model, tmp_path):
     """Every image network as a three-class task (normal, bacterial, viral: `data.labels=pathogen`) on the generated
-    Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px. The two-class task runs through the
-    reference X-ray experiments in `test_every_experiment_runs`."""
+    Kaggle-layout folder (one truncated JPEG, one RGBA PNG), at 32 px. The two-class task runs in
+    `test_xray_best_decays_the_rate_on_a_cosine_each_epoch_and_keeps_the_lowest_validation_loss` and the X-ray runs
+    the explanation and deployment tests train."""
     train(train_config("data=chest_xray", "data.labels=pathogen", f"model={model}", "debug=fdr", "data.batch_size=4"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {f"test/{m}" for m in METRICS} <= set(metrics)
