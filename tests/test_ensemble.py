@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from medlit.cli.ensemble import build_ensemble
+from medlit.cli.ensemble import hydra_main as ensemble_main
 from medlit.cli.eval import evaluate_checkpoint
 from medlit.cli.export import export
 from medlit.deploy.ensemble import VIEWS, Ensemble
@@ -19,7 +20,7 @@ from medlit.deploy.serve import Explainer
 from medlit.errors import ConfigError, MedlitError
 from medlit.training.checkpoint import load_checkpoint
 from medlit.training.run import train
-from tests.conftest import FAST, best_checkpoint, compose_config
+from tests.conftest import FAST, best_checkpoint, compose_config, launch_in_process
 
 
 def test_views_flip_and_zoom_images_as_named():
@@ -87,19 +88,20 @@ def three_seeds(tmp_path_factory, xray_dir, trained_xray_run):
 
 
 def test_an_ensemble_of_three_runs_is_reported_on_validation_and_test_and_saved_as_one_checkpoint(
-    three_seeds, xray_dir, tmp_path
+    three_seeds, xray_dir, tmp_path, monkeypatch
 ):
+    """`medlit ensemble` through its command line (Hydra and the run directory under the log folder)."""
     ckpts = [best_checkpoint(run) for run in three_seeds]
-    cfg = compose_config(
-        [f"ckpt_paths=[{','.join(map(str, ckpts))}]", "threshold=youden", "bootstrap.resamples=200", "logger=csv"],
-        tmp_path / "ensemble",
-        config_name="ensemble",
-    )
-    path = build_ensemble(cfg)
-    assert path == tmp_path / "ensemble" / "ensemble.ckpt"
-    metrics = json.loads((tmp_path / "ensemble" / "metrics.json").read_text())
+    argv = [
+        "medlit ensemble", f"ckpt_paths=[{','.join(map(str, ckpts))}]", "threshold=youden", "bootstrap.resamples=200",
+        "logger=csv", f"paths.log_dir={tmp_path / 'logs'}",
+    ]  # fmt: skip
+    launch_in_process(monkeypatch, ensemble_main, argv)
+    (out,) = (tmp_path / "logs" / "ensemble" / "runs").iterdir()
+    path = out / "ensemble.ckpt"
+    metrics = json.loads((out / "metrics.json").read_text())
     assert {"val/auroc", "test/auroc", "test/ece", "test/brier", "test/auroc_ci_low", "test/threshold"} <= set(metrics)
-    table = (tmp_path / "ensemble" / "members.md").read_text()
+    table = (out / "members.md").read_text()
     assert table.count("| member ") == 3 and "| ensemble |" in table
 
     # the ensemble's probabilities are the mean of its members', at its own threshold chosen on validation
