@@ -54,8 +54,9 @@ def planted(marker: Path):
     return {
         "write_text": ("model", {"_target_": "pathlib.Path.write_text", "data": "owned",
                                  "self": {"_target_": "pathlib.Path", "_args_": [path]}}),
-        "copyfile": ("data.train_transform.transforms", [{"_target_": "torchvision.transforms.v2.RandomHorizontalFlip"},
-                                                        {"_target_": "shutil.copyfile", "src": __file__, "dst": path}]),
+        "copyfile": ("data.train_transform", {"_target_": "torchvision.transforms.v2.Compose", "transforms": [
+            {"_target_": "torchvision.transforms.v2.RandomHorizontalFlip"},
+            {"_target_": "shutil.copyfile", "src": __file__, "dst": path}]}),
         "open": ("classifier", {"_target_": "builtins.open", "file": path, "mode": "w"}),
         "ensure_dir": ("model.name", f"${{ensure_dir:{path}}}"),
         "args": ("model._args_", [path]),
