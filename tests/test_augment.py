@@ -61,3 +61,17 @@ def test_intensity_draws_stay_within_their_ranges_and_leave_the_geometry_draws_a
     geometry_only = RandomAffineBatch(degrees=20)
     generator = torch.Generator().manual_seed(3)
     assert torch.equal(geometry_only.sample(generator)[:7], rows[0, :7])
+
+
+def test_the_augmentation_grid_draws_the_batch_augmentation_the_training_device_applies():
+    """A batch augmentation that always flips and changes nothing else: every draw the grid shows is the image mirrored
+    left to right; without one, every draw is the image itself."""
+    from medlit.data.explore import augmentation_grid
+
+    image = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8) * 3
+    flipped = augmentation_grid(image, batch_transform=RandomAffineBatch(flip=1.0), count=3)
+    shown = [ax.images[0].get_array() for ax in flipped.axes]
+    assert (shown[0] == image[0].numpy()).all()
+    assert all((draw == image[0].flip(-1).numpy()).all() for draw in shown[1:])
+    plain = augmentation_grid(image, count=2)
+    assert all((ax.images[0].get_array() == image[0].numpy()).all() for ax in plain.axes)

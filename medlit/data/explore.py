@@ -119,8 +119,11 @@ def sample_grid(
     return fig
 
 
-def augmentation_grid(image: torch.Tensor, transform, count: int = 8, seed: int = 0) -> Figure:
-    """One image and `count` draws of the training augmentation applied to it."""
+def augmentation_grid(
+    image: torch.Tensor, transform=None, batch_transform=None, count: int = 8, seed: int = 0
+) -> Figure:
+    """One image and `count` draws of the training augmentation applied to it: the per-image `transform`, then the
+    `batch_transform` (e.g. `RandomAffineBatch`) as the training device applies it; either may be None."""
     fig = Figure(figsize=(1.5 * (count + 1), 1.9))
     axes = fig.subplots(1, count + 1)
     _show(axes[0], image)
@@ -128,7 +131,11 @@ def augmentation_grid(image: torch.Tensor, transform, count: int = 8, seed: int 
     for i, ax in enumerate(axes[1:]):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, i))
-            _show(ax, transform(image))
+            drawn = image if transform is None else transform(image)
+            if batch_transform is not None:
+                params = batch_transform.sample(torch.Generator().manual_seed(derive_seed(seed, i)))
+                drawn = batch_transform(drawn[None], params[None])[0]
+            _show(ax, drawn)
         ax.set_title(f"draw {i + 1}", fontsize=8)
     for ax in axes:
         ax.set_xticks([])
