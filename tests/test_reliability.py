@@ -132,6 +132,7 @@ def test_ddp_on_cpu_gives_the_validation_metrics_of_one_process(tmp_path, monkey
         "model=baseline_cnn",
         "data.shuffle=false",
         "data.train_transform=null",
+        "data.batch_transform=null",
         "trainer.precision=32-true",
         "trainer.max_epochs=2",
         "optimizer.lr=3e-3",

@@ -142,16 +142,17 @@ def test_precision_reaches_the_layers_and_the_loss_stays_float32(train_config, t
 
 
 def _losses(model, batches) -> float:
-    """The mean loss of `model` over every example of `batches`."""
+    """The mean loss of `model` over every example of `batches`, of its logits divided by its temperature."""
     model.eval()
     with torch.no_grad():
-        logits, target = zip(*((model(x), y) for x, y in batches), strict=True)
+        logits, target = zip(*((model(x) / model.temperature, y) for x, y in batches), strict=True)
     return float(model.loss(torch.cat(logits), torch.cat(target)))
 
 
 def test_the_weight_average_is_validated_kept_and_tested(train_config, tmp_path):
     """With an exponential moving average (decay 0.5, far from the trained weights), the logged validation loss,
-    the selected checkpoint's weights and the test report are all the averaged weights', not the trained ones'."""
+    the selected checkpoint's weights and the (calibrated) test report are all the averaged weights', not the
+    trained ones'."""
     overrides = ["model=dense_mlp", "callbacks=[default,ema]", "callbacks.ema.decay=0.5", "trainer.max_epochs=2"]
     train(train_config(*overrides, "logger=csv"))
     run = tmp_path / "run"
@@ -164,10 +165,16 @@ def test_the_weight_average_is_validated_kept_and_tested(train_config, tmp_path)
 
     rebuilt = load_run(best)
     val, test = (rebuilt.datamodule.evaluation_dataloader(split) for split in ("val", "test"))
+    # training logged validation losses before the temperature was fitted (T = 1); the test report is calibrated
+    rebuilt.model.load_state_dict({**averaged, "temperature": torch.ones_like(averaged["temperature"])})
+    with_average = {"val": _losses(rebuilt.model, val)}
     rebuilt.model.load_state_dict(averaged)
-    with_average = {"val": _losses(rebuilt.model, val), "test": _losses(rebuilt.model, test)}
-    rebuilt.model.load_state_dict({**trained, "decision_threshold": averaged["decision_threshold"]})
-    with_trained = {"val": _losses(rebuilt.model, val), "test": _losses(rebuilt.model, test)}
+    with_average["test"] = _losses(rebuilt.model, test)
+    stored = {key: averaged[key] for key in ("decision_threshold", "temperature")}
+    rebuilt.model.load_state_dict({**trained, **stored, "temperature": torch.ones_like(averaged["temperature"])})
+    with_trained = {"val": _losses(rebuilt.model, val)}
+    rebuilt.model.load_state_dict({**trained, **stored})
+    with_trained["test"] = _losses(rebuilt.model, test)
     assert abs(with_average["val"] - with_trained["val"]) > 1e-3, "the two weight sets must be told apart"
 
     with open(run / "csv" / "metrics.csv") as handle:
