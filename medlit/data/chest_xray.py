@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from pathlib import Path, PurePath
-
-from torch import Tensor
 
 from medlit.data import image_folder
 from medlit.data.base import BinaryView
-from medlit.data.decode import MAX_PIXELS
 from medlit.data.image_files import ImageFileDataModule, ImageSplit, Listing, check_choice
 from medlit.data.splits import patient_id
 from medlit.errors import DataError
@@ -51,43 +47,16 @@ class ChestXrayDataModule(ImageFileDataModule):
         self,
         data_dir: str,
         labels: str = "folders",
-        image_size: int = 224,
-        in_channels: int = 1,
-        num_classes: int | None = None,
         val_strategy: str = "split",
-        val_fraction: float = 0.1,
         test_strategy: str = "official",
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        sampler: str | None = None,
-        on_bad_file: str = "skip",
-        cache_dir: str | None = None,
-        decode_workers: int | None = None,
-        train_transform: Callable[[Tensor], Tensor] | None = None,
         positive_class: str | None = "PNEUMONIA",
-        max_pixels: int = MAX_PIXELS,
-        **loader_kwargs,
+        **settings,
     ) -> None:
+        """`settings`: those of `ImageFileDataModule` (image size, fractions, sampler, cache, ...) and the loaders'."""
         check_choice("data.labels", labels, LABELS)
         check_choice("data.val_strategy", val_strategy, STRATEGIES)
         check_choice("data.test_strategy", test_strategy, STRATEGIES)
-        super().__init__(
-            image_size=image_size,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            val_strategy=val_strategy,
-            val_fraction=val_fraction,
-            test_strategy=test_strategy,
-            test_fraction=test_fraction,
-            split_seed=split_seed,
-            sampler=sampler,
-            on_bad_file=on_bad_file,
-            cache_dir=cache_dir,
-            decode_workers=decode_workers,
-            train_transform=train_transform,
-            max_pixels=max_pixels,
-            **loader_kwargs,
-        )
+        super().__init__(val_strategy=val_strategy, test_strategy=test_strategy, **settings)
         self.data_dir = Path(data_dir)
         self.labels = labels
         self.positive_class = positive_class

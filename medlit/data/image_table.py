@@ -11,10 +11,8 @@ from __future__ import annotations
 import difflib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-from torch import Tensor
 
 from medlit.data.image_files import CARVED, ImageFileDataModule, ImageSplit, Listing, check_choice
 from medlit.data.tables import Table, read_table
@@ -58,41 +56,16 @@ class ImageTableDataModule(ImageFileDataModule):
         image_root: str | None = None,
         keep_columns: Sequence[str] | None = None,
         max_rows: int = 1_000_000,
-        image_size: int = 224,
-        in_channels: int = 1,
-        num_classes: int | None = None,
         val_strategy: str = CARVED,
-        val_fraction: float = 0.1,
         test_strategy: str = GIVEN,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        sampler: str | None = None,
-        on_bad_file: str = "skip",
-        cache_dir: str | None = None,
-        decode_workers: int | None = None,
-        train_transform: Callable[[Tensor], Tensor] | None = None,
-        **loader_kwargs,
+        **settings,
     ) -> None:
+        """`settings`: those of `ImageFileDataModule` (image size, fractions, sampler, cache, ...) and the loaders'."""
         check_choice("data.val_strategy", val_strategy, STRATEGIES)
         check_choice("data.test_strategy", test_strategy, STRATEGIES)
         if max_rows < 1:
             raise DataError(f"data.max_rows={max_rows} must be at least 1")
-        super().__init__(
-            image_size=image_size,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            val_strategy=val_strategy,
-            val_fraction=val_fraction,
-            test_strategy=test_strategy,
-            test_fraction=test_fraction,
-            split_seed=split_seed,
-            sampler=sampler,
-            on_bad_file=on_bad_file,
-            cache_dir=cache_dir,
-            decode_workers=decode_workers,
-            train_transform=train_transform,
-            **loader_kwargs,
-        )
+        super().__init__(val_strategy=val_strategy, test_strategy=test_strategy, **settings)
         self.table = Path(table)
         self.path_column, self.label_column = path_column, label_column
         self.patient_column, self.split_column = patient_column, split_column
