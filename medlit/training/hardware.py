@@ -88,7 +88,8 @@ def keep_freed_memory() -> bool:
     activations) from the OS and unmaps them when they are freed, so every training step faults each page
     of every large activation in again: the kernel zeroes hundreds of thousands of pages per step. From the
     heap, freed and trimmed no more, the same memory serves the next step; the process keeps the most it
-    has used, and a little more where the heap fragments.
+    has used. Until the heap settles, a freed block whose tail a small allocation took is too small for the
+    next block of its size and is passed over, so a process may hold a few times its largest step's memory.
     Returns whether it took effect (glibc on Linux only).
     """
     if not sys.platform.startswith("linux"):
