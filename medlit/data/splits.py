@@ -39,21 +39,31 @@ def grouped_split(
     seeded random order until the held-out share is reached, so the split is the same on every run and
     independent of the training seed.
     """
+    rng = random.Random(seed)
+
+    def shuffled(names: list[Hashable]) -> list[Hashable]:
+        names = sorted(names)
+        rng.shuffle(names)
+        return names
+
+    return _hold_out_groups(labels, groups, fraction, stratum=lambda majority, group: majority, order=shuffled)
+
+
+def _hold_out_groups(labels, groups, fraction, stratum, order) -> tuple[list[int], list[int]]:
+    """Indices (kept, held out): per stratum (`stratum(majority class, group)`), whole groups in `order`'s order
+    held out until about `fraction` of the stratum's examples are."""
     if not 0 < fraction < 1:
         raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
-    members: dict[str, list[int]] = defaultdict(list)
+    members: dict[Hashable, list[int]] = defaultdict(list)
     for index, group in enumerate(groups):
         members[group].append(index)
-    by_class: dict[int, list[str]] = defaultdict(list)
+    strata: dict[Hashable, list[Hashable]] = defaultdict(list)
     for group, indices in members.items():
         majority = Counter(labels[i] for i in indices).most_common(1)[0][0]
-        by_class[majority].append(group)
-
-    rng = random.Random(seed)
+        strata[stratum(majority, group)].append(group)
     held: list[int] = []
-    for label in sorted(by_class):
-        names = sorted(by_class[label])
-        rng.shuffle(names)
+    for key in sorted(strata):
+        names = order(strata[key])
         target = max(1, round(fraction * sum(len(members[g]) for g in names)))
         taken = 0
         for group in names:
@@ -80,27 +90,13 @@ def earliest_split(labels: Sequence[int], groups: Sequence[str], fraction: float
     numbered of every scheme: a validation cohort apart from the training one in the order the data set
     numbers its patients, as a test cohort of earlier (or later) patients would be.
     """
-    if not 0 < fraction < 1:
-        raise ValueError(f"the held-out fraction must be between 0 and 1, got {fraction}")
-    members: dict[str, list[int]] = defaultdict(list)
-    for index, group in enumerate(groups):
-        members[group].append(index)
-    by_scheme: dict[tuple[int, str], list[str]] = defaultdict(list)
-    for group, indices in members.items():
-        majority = Counter(labels[i] for i in indices).most_common(1)[0][0]
-        by_scheme[(majority, patient_number(group)[0])].append(group)
-    held: list[int] = []
-    for key in sorted(by_scheme):
-        names = sorted(by_scheme[key], key=patient_number)
-        target = max(1, round(fraction * sum(len(members[g]) for g in names)))
-        taken = 0
-        for group in names:
-            if taken >= target:
-                break
-            held += members[group]
-            taken += len(members[group])
-    held_set = set(held)
-    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+    return _hold_out_groups(
+        labels,
+        groups,
+        fraction,
+        stratum=lambda majority, group: (majority, patient_number(group)[0]),
+        order=lambda names: sorted(names, key=patient_number),
+    )
 
 
 def mixed_grouped_split(
